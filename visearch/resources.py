@@ -1,0 +1,35 @@
+"""Where the SQL files and Alembic scripts are, in a source checkout or an installed wheel."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _locate(packaged: str, checkout: str) -> Path:
+    # A wheel carries them inside the package (pyproject force-include); a checkout or an
+    # editable install reads them from the repository root.
+    for candidate in (_PACKAGE / packaged, _PACKAGE.parent / checkout):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"visearch is missing its {checkout!r} files (looked in {_PACKAGE})")
+
+
+def sql_dir() -> Path:
+    return _locate("_sql", "sql")
+
+
+def alembic_dir() -> Path:
+    return _locate("_alembic", "alembic")
+
+
+@lru_cache(maxsize=None)
+def read_sql(name: str) -> str:
+    """Text of ``sql/<name>`` (e.g. ``"search/images.sql"``).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    return (sql_dir() / name).read_text(encoding="utf-8")
