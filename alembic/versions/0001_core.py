@@ -24,7 +24,7 @@ def downgrade() -> None:
     op.execute(
         """
         DROP TABLE IF EXISTS embedding_queue, object_embeddings, image_embeddings,
-            embedding_models, captions, annotations, image_labels, concepts, image_content,
+            embedding_models, captions, ingest_rejects, annotations, image_labels, concepts, image_content,
             images, datasets CASCADE;
         DROP FUNCTION IF EXISTS concept_tag, annotations_check_bbox_inside_image, enqueue_items,
             enqueue_model_backlog, images_enqueue, image_content_enqueue, annotations_enqueue,
