@@ -18,6 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.execute(read_sql("schema/0001_core.sql"))
     op.execute(read_sql("schema/0001_queue_triggers.sql"))
+    op.execute(read_sql("schema/0001_hnsw.sql"))
 
 
 def downgrade() -> None:
@@ -28,6 +29,7 @@ def downgrade() -> None:
             images, datasets CASCADE;
         DROP FUNCTION IF EXISTS concept_tag, annotations_check_bbox_inside_image, enqueue_items,
             enqueue_model_backlog, images_enqueue, image_content_enqueue, annotations_enqueue,
-            dequeue_deleted_item, embedding_models_enqueue_backlog, embedding_queue_notify CASCADE;
+            dequeue_deleted_item, embedding_models_enqueue_backlog, embedding_queue_notify,
+            hnsw_index_name, ensure_hnsw_index, drop_hnsw_index CASCADE;
         """
     )

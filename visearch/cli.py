@@ -1,0 +1,252 @@
+"""The ``visearch`` command line. Each command is a thin layer over a library function."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from visearch.config import CLIP_MODEL, Settings
+
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+
+
+class _Context:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._db = None
+
+    @property
+    def db(self):
+        if self._db is None:
+            from visearch.db.database import DatabaseSetupError, open_database
+
+            try:
+                self._db = open_database(self.settings)
+            except DatabaseSetupError as exc:
+                _fail(exc)
+        return self._db
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--database-url", envvar="VISEARCH_DATABASE_URL", default=None,
+              help="PostgreSQL (>= 14, pgvector >= 0.8) URL; unset: the embedded server.")
+@click.option("--data-dir", envvar="VISEARCH_DATA_DIR", type=click.Path(path_type=Path), default=None,
+              help="Where the embedded server keeps its data.")
+@click.option("--model", "model", envvar="VISEARCH_MODEL", default=None,
+              help=f"Embedding model: efficientnet-lite0 (default, offline) or openclip[:ARCH/PRETRAINED] (default {CLIP_MODEL}).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx, database_url, data_dir, model, verbose):
+    """visearch: visual search for images and the objects inside them, in PostgreSQL."""
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides = {k: v for k, v in
+                 {"database_url": database_url, "data_dir": data_dir, "model": _model_spec(model)}.items()
+                 if v is not None}
+    ctx.obj = _Context(Settings(**overrides))
+
+
+def _model_spec(model: str | None) -> str | None:
+    if model in ("openclip", "clip"):
+        return CLIP_MODEL
+    return model
+
+
+@cli.group()
+def db():
+    """Database schema and connection."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(obj: _Context):
+    """Migrate the schema to the newest revision (also done automatically on first use)."""
+    from visearch.db import migrate
+    from visearch.db.database import check_server, resolve_url
+
+    url, _ = resolve_url(obj.settings)
+    check_server(url)
+    click.echo(f"schema at revision {migrate.upgrade(url)}")
+
+
+@db.command("url")
+@pass_ctx
+def db_url(obj: _Context):
+    """Print the libpq URL of the database (for psql and analysts' tools)."""
+    click.echo(obj.db.url)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("-d", "--dataset", required=True, help="Dataset to add to (created if missing).")
+@click.option("--coco", "instances", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO instances JSON: its images (in PATH), categories and boxes.")
+@click.option("--captions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO captions JSON for images in PATH.")
+@click.option("--labels-from-folders", is_flag=True, help="Label each image with its folder's name.")
+@click.option("--reference-only", is_flag=True, help="Store the file path, not the bytes.")
+@click.option("--workers", default=4, show_default=True, help="Decode threads.")
+@pass_ctx
+def ingest(obj: _Context, path, dataset, instances, captions, labels_from_folders, reference_only, workers):
+    """Add images from PATH (a folder, recursively; or COCO's image folder) to a dataset.
+
+    Idempotent: files already in the dataset (same sha256) are not added again. Corrupt,
+    truncated, empty, unsupported or oversized files are skipped and listed with the reason.
+    """
+    from visearch.ingest import ingest_coco, ingest_folder
+
+    store = not reference_only and obj.settings.store_image_bytes
+    if instances or captions:
+        report = ingest_coco(obj.db, dataset, path, instances, captions, store_bytes=store,
+                             max_pixels=obj.settings.max_image_pixels, workers=workers)
+    else:
+        report = ingest_folder(obj.db, dataset, path, store_bytes=store,
+                               labels_from_folders=labels_from_folders,
+                               max_pixels=obj.settings.max_image_pixels, workers=workers)
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.option("-d", "--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass.")
+@click.option("--workers", "num_workers", type=int, default=None, help="Decode processes.")
+@pass_ctx
+def embed(obj: _Context, datasets, batch_size, num_workers):
+    """Embed every image and box that has no vector for the model yet (or changed since)."""
+    from visearch.embed import embed_pending
+    from visearch.embedding import load_model
+    from visearch.search.filters import resolve_dataset_ids
+
+    try:
+        model = load_model(obj.settings.model, device=obj.settings.device)
+        with obj.db.connect() as conn:
+            dataset_ids = resolve_dataset_ids(conn, datasets)
+    except Exception as exc:  # model weights missing, unknown dataset: say so plainly
+        _fail(exc)
+    report = embed_pending(obj.db, model, dataset_ids=dataset_ids,
+                           batch_size=batch_size or obj.settings.batch_size, num_workers=num_workers)
+    click.echo(report.summary())
+
+
+def _parse_box(value: str | None):
+    if value is None:
+        return None
+    try:
+        box = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise click.BadParameter("expected x,y,width,height in pixels, e.g. 10,20,100,80")
+    return box
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Query by this image file.")
+@click.option("--crop", help="With --image: only this box of it, x,y,width,height in pixels.")
+@click.option("--image-id", "image_ids", type=int, multiple=True, help="Query by stored image(s).")
+@click.option("--annotation-id", type=int, help="Query by a stored box (implies --objects).")
+@click.option("--objects", is_flag=True, help="Return objects (boxes), not images.")
+@click.option("-d", "--dataset", "datasets", multiple=True, help="Only these datasets.")
+@click.option("-k", "--limit", default=10, show_default=True)
+@click.option("--min-score", type=float, help="Keep hits with cosine similarity >= this.")
+@click.option("--max-score", type=float, help="Keep hits with cosine similarity <= this.")
+@click.option("--exact/--approximate", default=None, help="Force exact or HNSW search (default: chosen per query).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def search(obj: _Context, query, image_path, crop, image_ids, annotation_id, objects, datasets, limit,
+           min_score, max_score, exact, as_json):
+    """Search images (or objects) by text, an image or a crop of it, stored ids, and #concepts.
+
+    QUERY is free text and/or #concept terms: "a dog on a sofa", "#person #bicycle",
+    "#helmet" alone ranks the concept's objects by likeness to their mean.
+    """
+    from visearch.errors import VisearchError
+    from visearch.search import SearchRequest
+    from visearch.search import search as run_search
+
+    req = SearchRequest(
+        mode="objects" if (objects or annotation_id is not None) else "images",
+        query=query, image=image_path.read_bytes() if image_path else None,
+        crop_xywh=_parse_box(crop), image_ids=image_ids, annotation_id=annotation_id,
+        datasets=datasets, limit=limit, min_score=min_score, max_score=max_score, exact=exact,
+    )
+    try:
+        result = run_search(obj.db, req, obj.settings)
+    except VisearchError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str))
+        return
+    click.echo(format_result(result))
+
+
+def format_result(result) -> str:
+    """A search result as a text table with a one-line header."""
+    from tabulate import tabulate
+
+    how = "exact" if result.exact else "HNSW"
+    head = (f"{len(result.hits)} {result.mode} by {result.query_source} "
+            f"({result.model}, {how}, {result.candidates} candidates)")
+    if result.note:
+        head += f": {result.note}"
+    if result.mode == "images":
+        rows = [(h.score, h.image_id, h.dataset, h.file_name, f"{h.width}x{h.height}") for h in result.hits]
+        cols = ["score", "image", "dataset", "file", "size"]
+    else:
+        rows = [(h.score, h.annotation_id, h.image_id, h.concept, ", ".join(f"{v:g}" for v in h.bbox_xywh),
+                 h.dataset, h.file_name) for h in result.hits]
+        cols = ["score", "annotation", "image", "concept", "bbox x,y,w,h", "dataset", "file"]
+    return head + "\n" + tabulate(rows, headers=cols, floatfmt=".4f")
+
+
+@cli.command()
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Your own images (a folder, or COCO's image folder with --coco).")
+@click.option("--coco", "instances", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO instances JSON for --folder.")
+@click.option("-d", "--dataset", default="demo", show_default=True)
+@pass_ctx
+def demo(obj: _Context, folder, instances, dataset):
+    """The whole job on real photos: ingest, embed every image and box, answer searches.
+
+    Without --folder it uses the photos that ship with scikit-image (astronaut, cat, coffee,
+    motorcycles, rocket, ...) with boxes drawn for this demo, so it runs on any machine offline.
+    """
+    from visearch.demo import run_demo
+
+    try:
+        run_demo(obj.db, obj.settings, dataset=dataset, folder=folder, instances=instances, echo=click.echo)
+    except Exception as exc:
+        from visearch.errors import VisearchError
+
+        if isinstance(exc, (VisearchError, FileNotFoundError, ValueError)):
+            _fail(exc)
+        raise
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The embedding queue: claim, complete, fail and release items (SQL in ``sql/queue/``).
+
+Protocol, for any number of workers on any number of machines:
+1. :func:`claim` takes a batch with ``FOR UPDATE SKIP LOCKED`` and a lease, in its own
+   transaction (so other workers see the claim at once).
+2. The worker embeds the batch outside any transaction.
+3. :func:`complete` deletes the queue rows it still holds and, in the same transaction, the
+   caller writes their vectors; :func:`fail` records failures with a backoff.
+A worker that dies between 1 and 3 loses nothing: its lease runs out and another worker claims
+the items again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from visearch.resources import read_sql
+
+
+@dataclass(frozen=True)
+class Claim:
+    item_kind: str  # 'image' | 'object'
+    item_id: int
+    enqueued_at: datetime
+    attempts: int
+
+
+def claim(
+    conn: psycopg.Connection,
+    *,
+    model_id: int,
+    worker: str,
+    limit: int,
+    lease_seconds: float,
+    dataset_ids: list[int] | None = None,
+) -> list[Claim]:
+    """Claim up to ``limit`` ready items, oldest first; commits."""
+    with conn.transaction():
+        rows = conn.execute(
+            read_sql("queue/claim.sql"),
+            {
+                "model_id": model_id,
+                "worker": worker,
+                "limit": limit,
+                "lease_seconds": lease_seconds,
+                "dataset_ids": dataset_ids,
+            },
+        ).fetchall()
+    return [Claim(*r) for r in rows]
+
+
+def complete(
+    conn: psycopg.Connection, *, model_id: int, worker: str, claims: list[Claim]
+) -> set[tuple[str, int]]:
+    """Dequeue finished claims still held by ``worker``; return their (kind, id).
+
+    Call inside the transaction that writes the vectors.
+    """
+    if not claims:
+        return set()
+    rows = conn.execute(
+        read_sql("queue/complete.sql"),
+        {
+            "model_id": model_id,
+            "worker": worker,
+            "kinds": [c.item_kind for c in claims],
+            "ids": [c.item_id for c in claims],
+            "enqueued_at": [c.enqueued_at for c in claims],
+        },
+    ).fetchall()
+    return {(k, i) for k, i in rows}
+
+
+def fail(
+    conn: psycopg.Connection,
+    *,
+    model_id: int,
+    worker: str,
+    failures: list[tuple[str, int, str]],
+    max_attempts: int,
+    backoff_seconds: float,
+) -> None:
+    """Record ``(kind, id, reason)`` failures for retry with backoff, or give up after ``max_attempts``."""
+    if not failures:
+        return
+    conn.execute(
+        read_sql("queue/fail.sql"),
+        {
+            "model_id": model_id,
+            "worker": worker,
+            "kinds": [f[0] for f in failures],
+            "ids": [f[1] for f in failures],
+            "reasons": [f[2][:2000] for f in failures],
+            "max_attempts": max_attempts,
+            "backoff_seconds": backoff_seconds,
+        },
+    )
+
+
+def release(conn: psycopg.Connection, *, model_id: int, worker: str) -> int:
+    """Give back every claim ``worker`` still holds for the model; return how many."""
+    cur = conn.execute(read_sql("queue/release.sql"), {"model_id": model_id, "worker": worker})
+    return cur.rowcount

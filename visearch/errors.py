@@ -1,0 +1,20 @@
+"""Errors visearch raises for bad requests: each says what was wrong and what to do instead.
+
+The HTTP API maps :class:`NotFoundError` to 404 and :class:`InvalidRequestError` to 422.
+"""
+
+
+class VisearchError(Exception):
+    """Base class of visearch's own errors."""
+
+
+class NotFoundError(VisearchError, LookupError):
+    """An id or name (image, annotation, dataset, concept, model) does not exist."""
+
+
+class InvalidRequestError(VisearchError, ValueError):
+    """A request that cannot be answered as asked (bad combination, bad range, ...)."""
+
+
+class NotEmbeddedError(InvalidRequestError):
+    """The query item has no vector for the model yet (it is queued or failed)."""

@@ -1,0 +1,97 @@
+"""Search filters: names resolved to ids, as parameters of ``sql/search/*_candidates.sql``."""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+from typing import Any, Sequence
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from visearch.errors import InvalidRequestError, NotFoundError
+from visearch.search.query import concept_tag
+
+
+def resolve_dataset_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[int] | None:
+    """Ids of the named datasets (``None`` for no restriction).
+
+    Raises:
+        NotFoundError: a name is unknown.
+        InvalidRequestError: a named dataset has AI search disabled.
+    """
+    if not names:
+        return None
+    rows = conn.execute(
+        "SELECT name, id, search_enabled FROM datasets WHERE name = ANY(%s)", (list(names),)
+    ).fetchall()
+    found = {name: (id_, enabled) for name, id_, enabled in rows}
+    missing = [n for n in names if n not in found]
+    if missing:
+        known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
+        raise NotFoundError(f"unknown dataset(s) {', '.join(map(repr, missing))}; known: {', '.join(known) or 'none'}")
+    disabled = [n for n in names if not found[n][1]]
+    if disabled:
+        raise InvalidRequestError(
+            f"AI search is disabled for dataset(s) {', '.join(map(repr, disabled))}; enable it first"
+        )
+    return [found[n][0] for n in names]
+
+
+def resolve_concept_ids(conn: psycopg.Connection, terms: Sequence[str]) -> list[int]:
+    """Concept ids for ``#tag`` terms (with or without the ``#``, any case).
+
+    Raises:
+        NotFoundError: a tag matches no concept; the message suggests close ones.
+    """
+    tags = [concept_tag(t.lstrip("#")) for t in terms]
+    if not tags:
+        return []
+    rows = conn.execute("SELECT tag, id FROM concepts WHERE tag = ANY(%s)", (tags,)).fetchall()
+    found = dict(rows)
+    missing = [t for t in tags if t not in found]
+    if missing:
+        known = [r[0] for r in conn.execute("SELECT tag FROM concepts")]
+        hints = []
+        for tag in missing:
+            close = difflib.get_close_matches(tag, known, n=3)
+            hints.append(f"#{tag}" + (f" (did you mean {', '.join('#' + c for c in close)}?)" if close else ""))
+        raise NotFoundError(f"unknown concept(s): {'; '.join(hints)}")
+    return [found[t] for t in tags]
+
+
+def resolve(
+    conn: psycopg.Connection,
+    *,
+    model_id: int,
+    datasets: Sequence[str] = (),
+    concepts: Sequence[str] = (),
+    exclude_concepts: Sequence[str] = (),
+    metadata: dict | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> dict[str, Any]:
+    """The named parameters of the candidate queries."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidRequestError("metadata filter must be a JSON object")
+    return {
+        "model_id": model_id,
+        "dataset_ids": resolve_dataset_ids(conn, datasets),
+        "concept_ids": resolve_concept_ids(conn, concepts),
+        "exclude_concept_ids": resolve_concept_ids(conn, exclude_concepts),
+        "metadata": Jsonb(metadata or {}),
+        "created_from": created_from,
+        "created_to": created_to,
+    }
+
+
+def is_filtered(params: dict[str, Any]) -> bool:
+    """Whether anything beyond the model restricts the candidates."""
+    return bool(
+        params["dataset_ids"]
+        or params["concept_ids"]
+        or params["exclude_concept_ids"]
+        or params["metadata"].obj
+        or params["created_from"]
+        or params["created_to"]
+    )

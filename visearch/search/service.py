@@ -1,0 +1,228 @@
+"""The search service: one request in, ranked images or objects out.
+
+A search travels: request -> query vector (:mod:`visearch.search.query_vector`) -> one SQL
+statement that combines the filters with the vector ordering (``sql/search/rank_*.sql``) ->
+typed hits. The CLI and the HTTP API both call :func:`search`.
+
+Exact or approximate. Before ranking, the filtered candidates are counted (cheap: it uses the
+ordinary indexes). With no filter, or with more candidates than
+``Settings.exact_search_max_candidates``, the model's HNSW index serves the ordering, with
+pgvector's iterative scans (``hnsw.iterative_scan = relaxed_order``) so that a filter does not
+leave the result short. If it still comes back with fewer rows than min(limit, candidates),
+the statement is run again exactly. A selective filter (few candidates) goes exact at once:
+exact is then both cheaper and complete. So a search returns min(limit, matches) rows, never
+fewer because of a filter; ``SearchResult.exact`` says which way it was answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Sequence
+
+import psycopg
+
+from visearch.config import Settings, get_settings
+from visearch.db.database import Database
+from visearch.db.models import ModelRow, get_model
+from visearch.db.vectors import hnsw_index_exists
+from visearch.errors import InvalidRequestError
+from visearch.resources import read_sql
+from visearch.search import filters
+from visearch.search.query import parse_query
+from visearch.search.query_vector import QueryVector, resolve_query_vector
+
+Mode = Literal["images", "objects"]
+_KIND = {"images": "image", "objects": "object"}
+MAX_LIMIT = 1000
+
+
+@dataclass
+class SearchRequest:
+    """What to search for. Give exactly one query source: ``query`` text (with optional
+    ``#concept`` terms), ``image`` bytes (optionally with ``crop_xywh``), ``image_ids`` or
+    ``annotation_id``; or only ``#concept`` terms (ranked by likeness to the concept's mean).
+
+    Scores are cosine similarities in [-1, 1]; ``min_score``/``max_score`` keep hits within.
+    ``exact``: None picks the strategy (see module docs); True/False forces exact/HNSW.
+    """
+
+    mode: Mode = "images"
+    query: str | None = None
+    image: bytes | None = None
+    crop_xywh: Sequence[float] | None = None  # COCO [x, y, width, height], pixels of `image`
+    image_ids: Sequence[int] = ()
+    annotation_id: int | None = None
+    concepts: Sequence[str] = ()  # required, as tags or '#tags'
+    exclude_concepts: Sequence[str] = ()
+    datasets: Sequence[str] = ()  # names; empty = all datasets with AI search enabled
+    metadata: dict = field(default_factory=dict)  # images.metadata must contain this (jsonb @>)
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    limit: int = 20
+    offset: int = 0
+    min_score: float | None = None
+    max_score: float | None = None
+    model: str | None = None  # default: Settings.model
+    exact: bool | None = None
+
+
+@dataclass
+class ImageHit:
+    image_id: int
+    score: float  # cosine similarity
+    dataset: str
+    file_name: str | None
+    width: int
+    height: int
+    source_uri: str | None
+    external_id: str | None
+
+
+@dataclass
+class ObjectHit:
+    annotation_id: int
+    score: float
+    image_id: int
+    dataset: str
+    file_name: str | None
+    bbox_xywh: tuple[float, float, float, float]  # COCO pixels
+    concept: str | None
+    iscrowd: bool
+
+
+@dataclass
+class SearchResult:
+    mode: Mode
+    model: str
+    query_source: str  # text | image | image_ids | annotation | concepts
+    hits: list  # ImageHit or ObjectHit, best first
+    exact: bool  # True: exact scan; False: HNSW index (approximate)
+    candidates: int  # items passing the filters (before score range and limit)
+    note: str | None = None  # why fewer than `limit` hits came back, when they did
+
+
+def _validate(req: SearchRequest) -> None:
+    if req.mode not in _KIND:
+        raise InvalidRequestError(f"mode must be 'images' or 'objects', not {req.mode!r}")
+    if not 1 <= req.limit <= MAX_LIMIT:
+        raise InvalidRequestError(f"limit must be between 1 and {MAX_LIMIT}, not {req.limit}")
+    if req.offset < 0 or req.offset + req.limit > 10 * MAX_LIMIT:
+        raise InvalidRequestError(f"offset must be in [0, {10 * MAX_LIMIT - req.limit}]")
+    for name in ("min_score", "max_score"):
+        value = getattr(req, name)
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise InvalidRequestError(f"{name} is a cosine similarity in [-1, 1], not {value}")
+    if req.min_score is not None and req.max_score is not None and req.min_score > req.max_score:
+        raise InvalidRequestError(f"min_score {req.min_score} > max_score {req.max_score}")
+    if req.crop_xywh is not None and req.image is None:
+        raise InvalidRequestError("crop_xywh applies to an uploaded image; none was given")
+
+
+def search(db: Database, req: SearchRequest, settings: Settings | None = None) -> SearchResult:
+    """Run one search.
+
+    Raises:
+        InvalidRequestError: bad parameters, no or several query sources, a text query on an
+            image-only model, an undecodable query image or bad crop box.
+        NotEmbeddedError: the query image/annotation has no vector for the model yet.
+        NotFoundError: unknown image/annotation id, dataset, concept or model.
+    """
+    settings = settings or get_settings()
+    _validate(req)
+    parsed = parse_query(req.query) if req.query else None
+    text = parsed.text if parsed else None
+    required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
+    kind = _KIND[req.mode]
+    with db.connect() as conn:
+        model = get_model(conn, req.model or settings.model)
+        params = filters.resolve(
+            conn,
+            model_id=model.id,
+            datasets=req.datasets,
+            concepts=required,
+            exclude_concepts=req.exclude_concepts,
+            metadata=req.metadata,
+            created_from=req.created_from,
+            created_to=req.created_to,
+        )
+        candidates_sql = read_sql(f"search/{kind}_candidates.sql")
+        qv = resolve_query_vector(
+            conn, model, kind, req, text=text, params=params, candidates_sql=candidates_sql,
+            settings=settings,
+        )
+        candidates = conn.execute(
+            f"SELECT count(*) FROM ({candidates_sql}) AS c", params
+        ).fetchone()[0]
+        exact = _choose_exact(conn, req, kind, model, params, candidates, settings)
+        wanted = min(req.limit + req.offset, candidates)
+        rows = _rank(conn, kind, model, qv, params, req, exact=exact, settings=settings)
+        if not exact and len(rows) < wanted:
+            # the index under-filled (very selective filter or score bound): answer exactly
+            rows = _rank(conn, kind, model, qv, params, req, exact=True, settings=settings)
+            exact = True
+        conn.rollback()
+    ranked = len(rows)
+    if req.min_score is not None:
+        rows = [r for r in rows if r[1] >= req.min_score]
+    rows = rows[req.offset :]
+    hits = [_image_hit(r) if kind == "image" else _object_hit(r) for r in rows]
+    return SearchResult(
+        mode=req.mode, model=model.name, query_source=qv.source, hits=hits, exact=exact,
+        candidates=candidates, note=_shortfall_note(req, candidates, ranked, len(hits)),
+    )
+
+
+def _choose_exact(conn, req, kind, model: ModelRow, params, candidates, settings) -> bool:
+    if req.exact is not None:
+        return req.exact
+    if not hnsw_index_exists(conn, kind, model.id):
+        return True  # still loading: there is no index to use yet
+    return filters.is_filtered(params) and candidates <= settings.exact_search_max_candidates
+
+
+def _rank(conn: psycopg.Connection, kind, model: ModelRow, qv: QueryVector, params, req, *, exact, settings):
+    dim = model.dim
+    distance = (
+        "(c.embedding <=> %(query)s::vector)"
+        if exact
+        else f"(c.embedding::vector({dim}) <=> %(query)s::vector({dim}))"
+    )
+    sql = read_sql(f"search/rank_{kind}s.sql").format(
+        candidates=read_sql(f"search/{kind}_candidates.sql"), distance=distance, dim=dim
+    )
+    limit = req.limit + req.offset
+    min_distance = 1 - req.max_score if req.max_score is not None else -1.0
+    with conn.transaction():
+        if not exact:
+            ef_search = min(1000, max(settings.hnsw_ef_search, limit))
+            conn.execute(f"SET LOCAL hnsw.ef_search = {ef_search:d}")
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {settings.hnsw_max_scan_tuples:d}")
+        rows = conn.execute(
+            sql,
+            {**params, "query": qv.vector, "limit": limit, "min_distance": min_distance},
+        ).fetchall()
+    return rows
+
+
+def _shortfall_note(req: SearchRequest, candidates: int, ranked: int, returned: int) -> str | None:
+    if returned >= req.limit:
+        return None
+    if candidates < req.limit + req.offset:
+        return f"the filters match {candidates} items"
+    if req.min_score is not None and returned < ranked - req.offset:
+        return f"min_score {req.min_score} cut {ranked - req.offset - returned} of the best matches"
+    if req.max_score is not None:
+        return f"max_score {req.max_score} left fewer items"
+    return None
+
+
+def _image_hit(r) -> ImageHit:
+    image_id, score, _dataset_id, dataset, file_name, width, height, uri, external_id = r
+    return ImageHit(image_id, float(score), dataset, file_name, width, height, uri, external_id)
+
+
+def _object_hit(r) -> ObjectHit:
+    ann_id, score, image_id, _ds_id, dataset, file_name, x, y, w, h, concept, iscrowd, _src, _s = r
+    return ObjectHit(ann_id, float(score), image_id, dataset, file_name, (x, y, w, h), concept, iscrowd)
