@@ -167,10 +167,14 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
         rows = [r for r in rows if r[1] >= req.min_score]
     rows = rows[req.offset :]
     hits = [_image_hit(r) if kind == "image" else _object_hit(r) for r in rows]
-    return SearchResult(
+    result = SearchResult(
         mode=req.mode, model=model.name, query_source=qv.source, hits=hits, exact=exact,
         candidates=candidates, note=_shortfall_note(req, candidates, ranked, len(hits)),
     )
+    # The unit query vector, for callers that compute more over the same query (the HTTP API's
+    # score histogram). An attribute, not a field: asdict() and `search --json` stay small.
+    result.query_vector = qv.vector
+    return result
 
 
 def _choose_exact(conn, req, kind, model: ModelRow, params, candidates, settings) -> bool:
