@@ -16,7 +16,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Tables emptied between tests that ask for a clean database (order irrelevant with CASCADE).
 _DATA_TABLES = (
     "embedding_queue, object_embeddings, image_embeddings, embedding_models, captions, "
-    "annotations, image_labels, ingest_rejects, concepts, image_content, images, datasets"
+    "annotations, image_labels, ingest_rejects, concepts, image_content, images, datasets, "
+    "collection_items, collections"
 )
 
 
