@@ -1,6 +1,7 @@
 """Errors visearch raises for bad requests: each says what was wrong and what to do instead.
 
-The HTTP API maps :class:`NotFoundError` to 404 and :class:`InvalidRequestError` to 422.
+The HTTP API maps :class:`NotFoundError` to 404, :class:`InvalidRequestError` to 422 and
+:class:`ConflictError` to 409.
 """
 
 
@@ -18,3 +19,7 @@ class InvalidRequestError(VisearchError, ValueError):
 
 class NotEmbeddedError(InvalidRequestError):
     """The query item has no vector for the model yet (it is queued or failed)."""
+
+
+class ConflictError(VisearchError):
+    """The request clashes with what exists (a dataset or collection name already taken)."""
