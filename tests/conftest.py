@@ -4,6 +4,8 @@ or ``VISEARCH_TEST_DATABASE_URL``) and the real images in ``../shared/data``."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -33,17 +35,25 @@ def shared_data(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory) -> Settings:
+def settings() -> Settings:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     url = os.environ.get("VISEARCH_TEST_DATABASE_URL")
-    data_dir = tmp_path_factory.mktemp("visearch-data")
-    return Settings(
+    # Not pytest's tmp_path: the embedded server runs as its own system user when we are root,
+    # and pytest's temporary root is private to us.
+    data_dir = Path(tempfile.mkdtemp(prefix="visearch-test-"))
+    data_dir.chmod(0o755)
+    yield Settings(
         database_url=url or None,
         data_dir=data_dir,
         # small enough for CI, big enough that HNSW builds do not spill
         pg_shared_buffers="256MB",
         pg_maintenance_work_mem="512MB",
     )
+    if not url:
+        from visearch.db.embedded import release_embedded_server
+
+        release_embedded_server(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +64,18 @@ def database(settings):
     return open_database(settings)
 
 
+def truncate_all(database) -> None:
+    """Empty every visearch table (ids restart at 1)."""
+    with database.connect() as conn:
+        conn.execute("DELETE FROM embedding_models")  # its trigger drops the models' HNSW indexes
+        conn.execute(f"TRUNCATE {_DATA_TABLES} RESTART IDENTITY CASCADE")
+        conn.commit()
+
+
 @pytest.fixture
 def db(database):
     """The database, emptied before the test."""
-    with database.connect() as conn:
-        conn.execute(f"TRUNCATE {_DATA_TABLES} RESTART IDENTITY CASCADE")
-        conn.commit()
+    truncate_all(database)
     return database
 
 

@@ -30,6 +30,6 @@ def downgrade() -> None:
         DROP FUNCTION IF EXISTS concept_tag, annotations_check_bbox_inside_image, enqueue_items,
             enqueue_model_backlog, images_enqueue, image_content_enqueue, annotations_enqueue,
             dequeue_deleted_item, embedding_models_enqueue_backlog, embedding_queue_notify,
-            hnsw_index_name, ensure_hnsw_index, drop_hnsw_index CASCADE;
+            hnsw_index_name, ensure_hnsw_index, drop_hnsw_index, embedding_models_drop_indexes CASCADE;
         """
     )

@@ -111,6 +111,9 @@ DECLARE
     img_w integer;
     img_h integer;
 BEGIN
+    IF 'NaN' IN (NEW.bbox_x, NEW.bbox_y, NEW.bbox_w, NEW.bbox_h) THEN
+        RETURN NEW;  -- annotations_bbox_finite reports it, by name
+    END IF;
     SELECT width, height INTO img_w, img_h FROM images WHERE id = NEW.image_id;
     IF NEW.bbox_x + NEW.bbox_w > img_w + 0.01 OR NEW.bbox_y + NEW.bbox_h > img_h + 0.01 THEN
         RAISE EXCEPTION 'bbox [%, %, %, %] lies outside image % (% x % px)',

@@ -34,3 +34,17 @@ CREATE FUNCTION drop_hnsw_index(vector_table text, model integer) RETURNS void
 BEGIN
     EXECUTE format('DROP INDEX IF EXISTS %I', hnsw_index_name(vector_table, model));
 END $$;
+
+-- A deleted model's vectors go with it (foreign keys); so must its indexes, or a later model
+-- reusing the id would inherit an index of the wrong dimension.
+CREATE FUNCTION embedding_models_drop_indexes() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM drop_hnsw_index('image_embeddings', OLD.id);
+    PERFORM drop_hnsw_index('object_embeddings', OLD.id);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER embedding_models_drop_indexes
+    AFTER DELETE ON embedding_models
+    FOR EACH ROW EXECUTE FUNCTION embedding_models_drop_indexes();

@@ -1,11 +1,14 @@
 -- The images a search may return, before ranking: one row per image that has a vector for the
 -- model and passes every filter. Used as a subquery (Postgres flattens it, so the ranking's
 -- ORDER BY can still use the HNSW index) and counted to pick exact or approximate search.
---   %(dataset_ids)s      bigint[] or NULL (all)       only datasets with AI search enabled
---   %(concept_ids)s      bigint[]                     the image shows all of them (box or label)
---   %(exclude_concept_ids)s bigint[]                  the image shows none of them
---   %(metadata)s         jsonb                        images.metadata contains it ('{}' = any)
---   %(created_from)s / %(created_to)s  timestamptz or NULL
+-- Each optional filter is written `(<parameter is empty> OR <condition>)`: visearch runs
+-- statements with their parameters known at planning time (no generic plans), so an unused
+-- filter folds to TRUE and disappears from the plan.
+--   %(dataset_ids)s          bigint[] or NULL (all)   only datasets with AI search enabled
+--   %(concept_ids)s          bigint[]                 the image shows all of them (box or label)
+--   %(exclude_concept_ids)s  bigint[]                 the image shows none of them
+--   %(metadata)s             jsonb or NULL            images.metadata contains it
+--   %(created_from)s, %(created_to)s  timestamptz or NULL   created_from <= created_at < created_to
 SELECT e.image_id, e.embedding, i.dataset_id
 FROM image_embeddings e
 JOIN images i ON i.id = e.image_id
@@ -13,16 +16,17 @@ JOIN datasets d ON d.id = i.dataset_id
 WHERE e.model_id = %(model_id)s
   AND d.search_enabled
   AND (%(dataset_ids)s::bigint[] IS NULL OR i.dataset_id = ANY (%(dataset_ids)s::bigint[]))
-  AND NOT EXISTS (
+  AND (cardinality(%(concept_ids)s::bigint[]) = 0 OR NOT EXISTS (
       SELECT 1 FROM unnest(%(concept_ids)s::bigint[]) AS required (concept_id)
       WHERE NOT EXISTS (SELECT 1 FROM annotations a
                         WHERE a.image_id = i.id AND a.concept_id = required.concept_id)
         AND NOT EXISTS (SELECT 1 FROM image_labels l
-                        WHERE l.image_id = i.id AND l.concept_id = required.concept_id))
-  AND NOT EXISTS (SELECT 1 FROM annotations a
+                        WHERE l.image_id = i.id AND l.concept_id = required.concept_id)))
+  AND (cardinality(%(exclude_concept_ids)s::bigint[]) = 0 OR (
+      NOT EXISTS (SELECT 1 FROM annotations a
                   WHERE a.image_id = i.id AND a.concept_id = ANY (%(exclude_concept_ids)s::bigint[]))
-  AND NOT EXISTS (SELECT 1 FROM image_labels l
-                  WHERE l.image_id = i.id AND l.concept_id = ANY (%(exclude_concept_ids)s::bigint[]))
-  AND i.metadata @> %(metadata)s::jsonb
-  AND i.created_at >= coalesce(%(created_from)s::timestamptz, '-infinity')
-  AND i.created_at < coalesce(%(created_to)s::timestamptz, 'infinity')
+      AND NOT EXISTS (SELECT 1 FROM image_labels l
+                      WHERE l.image_id = i.id AND l.concept_id = ANY (%(exclude_concept_ids)s::bigint[]))))
+  AND (%(metadata)s::jsonb IS NULL OR i.metadata @> %(metadata)s::jsonb)
+  AND (%(created_from)s::timestamptz IS NULL OR i.created_at >= %(created_from)s::timestamptz)
+  AND (%(created_to)s::timestamptz IS NULL OR i.created_at < %(created_to)s::timestamptz)

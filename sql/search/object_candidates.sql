@@ -1,7 +1,8 @@
 -- The objects (annotation boxes) a search may return, before ranking: one row per box that has
 -- a vector for the model and passes every filter. With concept terms, the box's own concept is
 -- one of them and its image shows all of them ("#person #bicycle": people and bicycles in
--- images that have both). Parameters as in image_candidates.sql.
+-- images that have both). Parameters and the `(<empty> OR <condition>)` form as in
+-- image_candidates.sql.
 SELECT e.annotation_id, e.embedding, a.image_id, i.dataset_id
 FROM object_embeddings e
 JOIN annotations a ON a.id = e.annotation_id
@@ -10,14 +11,16 @@ JOIN datasets d ON d.id = i.dataset_id
 WHERE e.model_id = %(model_id)s
   AND d.search_enabled
   AND (%(dataset_ids)s::bigint[] IS NULL OR i.dataset_id = ANY (%(dataset_ids)s::bigint[]))
-  AND (cardinality(%(concept_ids)s::bigint[]) = 0 OR a.concept_id = ANY (%(concept_ids)s::bigint[]))
-  AND NOT EXISTS (
-      SELECT 1 FROM unnest(%(concept_ids)s::bigint[]) AS required (concept_id)
-      WHERE NOT EXISTS (SELECT 1 FROM annotations other
-                        WHERE other.image_id = i.id AND other.concept_id = required.concept_id)
-        AND NOT EXISTS (SELECT 1 FROM image_labels l
-                        WHERE l.image_id = i.id AND l.concept_id = required.concept_id))
-  AND (a.concept_id IS NULL OR a.concept_id <> ALL (%(exclude_concept_ids)s::bigint[]))
-  AND i.metadata @> %(metadata)s::jsonb
-  AND i.created_at >= coalesce(%(created_from)s::timestamptz, '-infinity')
-  AND i.created_at < coalesce(%(created_to)s::timestamptz, 'infinity')
+  AND (cardinality(%(concept_ids)s::bigint[]) = 0 OR (
+      a.concept_id = ANY (%(concept_ids)s::bigint[])
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest(%(concept_ids)s::bigint[]) AS required (concept_id)
+          WHERE NOT EXISTS (SELECT 1 FROM annotations other
+                            WHERE other.image_id = i.id AND other.concept_id = required.concept_id)
+            AND NOT EXISTS (SELECT 1 FROM image_labels l
+                            WHERE l.image_id = i.id AND l.concept_id = required.concept_id))))
+  AND (cardinality(%(exclude_concept_ids)s::bigint[]) = 0
+       OR a.concept_id IS NULL OR a.concept_id <> ALL (%(exclude_concept_ids)s::bigint[]))
+  AND (%(metadata)s::jsonb IS NULL OR i.metadata @> %(metadata)s::jsonb)
+  AND (%(created_from)s::timestamptz IS NULL OR i.created_at >= %(created_from)s::timestamptz)
+  AND (%(created_to)s::timestamptz IS NULL OR i.created_at < %(created_to)s::timestamptz)

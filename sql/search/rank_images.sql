@@ -11,7 +11,7 @@
 WITH ranked AS MATERIALIZED (
     SELECT c.image_id, {distance} AS distance
     FROM ({candidates}) AS c
-    WHERE {distance} >= %(min_distance)s
+    WHERE (%(min_distance)s::float8 IS NULL OR {distance} >= %(min_distance)s::float8)
     ORDER BY {distance}
     LIMIT %(limit)s
 )

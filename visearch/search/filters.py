@@ -79,7 +79,7 @@ def resolve(
         "dataset_ids": resolve_dataset_ids(conn, datasets),
         "concept_ids": resolve_concept_ids(conn, concepts),
         "exclude_concept_ids": resolve_concept_ids(conn, exclude_concepts),
-        "metadata": Jsonb(metadata or {}),
+        "metadata": Jsonb(metadata) if metadata else None,
         "created_from": created_from,
         "created_to": created_to,
     }
@@ -91,7 +91,7 @@ def is_filtered(params: dict[str, Any]) -> bool:
         params["dataset_ids"]
         or params["concept_ids"]
         or params["exclude_concept_ids"]
-        or params["metadata"].obj
+        or params["metadata"] is not None
         or params["created_from"]
         or params["created_to"]
     )

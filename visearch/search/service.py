@@ -185,18 +185,22 @@ def _choose_exact(conn, req, kind, model: ModelRow, params, candidates, settings
     return filters.is_filtered(params) and candidates <= settings.exact_search_max_candidates
 
 
-def _rank(conn: psycopg.Connection, kind, model: ModelRow, qv: QueryVector, params, req, *, exact, settings):
-    dim = model.dim
+def rank_sql(kind: str, dim: int, *, exact: bool) -> str:
+    """The ranking statement for ``kind`` ('image' | 'object'), exact or served by HNSW."""
     distance = (
         "(c.embedding <=> %(query)s::vector)"
         if exact
-        else f"(c.embedding::vector({dim}) <=> %(query)s::vector({dim}))"
+        else f"(c.embedding::vector({dim:d}) <=> %(query)s::vector({dim:d}))"
     )
-    sql = read_sql(f"search/rank_{kind}s.sql").format(
-        candidates=read_sql(f"search/{kind}_candidates.sql"), distance=distance, dim=dim
+    return read_sql(f"search/rank_{kind}s.sql").format(
+        candidates=read_sql(f"search/{kind}_candidates.sql"), distance=distance
     )
+
+
+def _rank(conn: psycopg.Connection, kind, model: ModelRow, qv: QueryVector, params, req, *, exact, settings):
+    sql = rank_sql(kind, model.dim, exact=exact)
     limit = req.limit + req.offset
-    min_distance = 1 - req.max_score if req.max_score is not None else -1.0
+    min_distance = 1 - req.max_score if req.max_score is not None else None
     with conn.transaction():
         if not exact:
             ef_search = min(1000, max(settings.hnsw_ef_search, limit))

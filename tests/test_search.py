@@ -1,0 +1,202 @@
+"""End to end on real photos: ingest coco128, embed every image and box with the pretrained
+efficientnet-lite0, and search from PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visearch.db.vectors import hnsw_index_exists
+from visearch.embed import embed_pending
+from visearch.embedding import load_model
+from visearch.errors import InvalidRequestError, NotFoundError
+from visearch.ingest import ingest_coco
+from visearch.search import SearchRequest, search
+
+from conftest import truncate_all
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("efficientnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def coco_db(database, coco128, model):
+    """coco128 ingested and embedded once for the module (images and all 939 boxes)."""
+    truncate_all(database)
+    ingest_coco(
+        database, "coco128", coco128 / "train2017",
+        coco128 / "annotations" / "instances_train2017.json", progress=False,
+    )
+    report = embed_pending(database, model, progress=False)
+    assert report.failures == []
+    return database
+
+
+@pytest.fixture
+def settings_for(settings):
+    return settings.model_copy(update={"model": "efficientnet-lite0"})
+
+
+def _search(db, settings, **kw):
+    return search(db, SearchRequest(**kw), settings)
+
+
+def test_every_image_and_box_gets_a_unit_vector_of_dimension_1280(coco_db):
+    with coco_db.connect() as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM image_embeddings), (SELECT count(*) FROM object_embeddings),"
+            " (SELECT count(*) FROM embedding_queue)"
+        ).fetchone()
+        dims_norms = conn.execute(
+            "SELECT DISTINCT vector_dims(embedding), round(vector_norm(embedding)::numeric, 4) FROM ("
+            " SELECT embedding FROM image_embeddings UNION ALL SELECT embedding FROM object_embeddings) v"
+        ).fetchall()
+    assert counts == (128, 939, 0)
+    assert dims_norms == [(1280, 1)]
+    with coco_db.connect() as conn:
+        assert hnsw_index_exists(conn, "image", 1) and hnsw_index_exists(conn, "object", 1)
+
+
+def test_a_stored_image_finds_itself_first(coco_db, settings_for):
+    with coco_db.connect() as conn:
+        image_ids = [r[0] for r in conn.execute("SELECT id FROM images ORDER BY id LIMIT 20")]
+    for image_id in image_ids:
+        result = _search(coco_db, settings_for, image_ids=[image_id], limit=5)
+        assert result.hits[0].image_id == image_id
+        assert result.hits[0].score >= 0.99
+        assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+
+
+def test_object_search_by_annotation_finds_the_same_concept_far_above_chance(coco_db, settings_for):
+    with coco_db.connect() as conn:
+        rows = conn.execute("SELECT id, concept_id FROM annotations WHERE NOT iscrowd ORDER BY id").fetchall()
+    concept_of = dict(rows)
+    sizes = np.bincount([c for _, c in rows])
+    n = len(rows)
+    # chance of a random other box sharing the query's concept, averaged over queries
+    chance = float(sum(s * (s - 1) for s in sizes) / (n * (n - 1)))
+    precisions = []
+    for ann_id, concept in rows[::4]:
+        hits = _search(coco_db, settings_for, mode="objects", annotation_id=ann_id, limit=11).hits
+        others = [h for h in hits if h.annotation_id != ann_id][:10]
+        precisions.append(sum(concept_of.get(h.annotation_id) == concept for h in others) / 10)
+    precision_at_10 = float(np.mean(precisions))
+    print(f"object search precision@10 = {precision_at_10:.3f} over {len(precisions)} queries (chance {chance:.3f})")
+    assert precision_at_10 >= 0.3
+    assert precision_at_10 >= 3 * chance
+
+
+def test_concept_filter_with_fewer_matches_than_k_returns_exactly_that_many(coco_db, settings_for):
+    with coco_db.connect() as conn:
+        giraffe_images = {
+            r[0] for r in conn.execute(
+                "SELECT DISTINCT a.image_id FROM annotations a JOIN concepts k ON k.id = a.concept_id"
+                " WHERE k.tag = 'giraffe'")
+        }
+        any_image = conn.execute("SELECT min(id) FROM images").fetchone()[0]
+    assert 0 < len(giraffe_images) < 10
+    for exact in (None, True, False):  # chosen, forced exact, forced HNSW (falls back to fill)
+        result = _search(coco_db, settings_for, image_ids=[any_image], concepts=["#giraffe"], limit=10, exact=exact)
+        assert {h.image_id for h in result.hits} == giraffe_images
+        assert result.candidates == len(giraffe_images)
+        assert result.note == f"the filters match {len(giraffe_images)} items"
+
+
+def test_several_concepts_require_all_of_them(coco_db, settings_for):
+    with coco_db.connect() as conn:
+        expected = {
+            r[0] for r in conn.execute(
+                "SELECT a.image_id FROM annotations a JOIN concepts k ON k.id = a.concept_id"
+                " WHERE k.tag IN ('person', 'bicycle') GROUP BY a.image_id HAVING count(DISTINCT k.tag) = 2")
+        }
+    result = _search(coco_db, settings_for, query="#person #bicycle", limit=100)
+    assert {h.image_id for h in result.hits} == expected and expected
+
+
+def test_concept_only_object_query_ranks_that_concepts_objects(coco_db, settings_for):
+    result = _search(coco_db, settings_for, mode="objects", query="#dog", limit=50)
+    assert result.query_source == "concepts"
+    assert result.hits and {h.concept for h in result.hits} == {"dog"}
+    with coco_db.connect() as conn:
+        dogs = conn.execute(
+            "SELECT count(*) FROM annotations a JOIN concepts k ON k.id = a.concept_id WHERE k.tag = 'dog'"
+        ).fetchone()[0]
+    assert len(result.hits) == min(50, dogs)
+
+
+def test_unfiltered_search_goes_through_the_index_path(coco_db, settings_for):
+    result = _search(coco_db, settings_for, image_ids=[1], limit=10)
+    assert not result.exact and result.candidates == 128 and len(result.hits) == 10
+
+
+def test_query_by_a_crop_of_a_file_finds_the_box(coco_db, coco128, settings_for):
+    with coco_db.connect() as conn:
+        ann_id, file_name, x, y, w, h = conn.execute(
+            "SELECT a.id, i.file_name, a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h FROM annotations a"
+            " JOIN images i ON i.id = a.image_id WHERE NOT a.iscrowd ORDER BY a.bbox_w * a.bbox_h DESC LIMIT 1"
+        ).fetchone()
+    data = (coco128 / "train2017" / file_name).read_bytes()
+    result = _search(coco_db, settings_for, mode="objects", image=data, crop_xywh=[x, y, w, h], limit=3)
+    assert result.query_source == "image"
+    assert result.hits[0].annotation_id == ann_id
+    assert result.hits[0].score >= 0.99  # the same crop rule for stored boxes and query crops
+
+
+def test_query_by_the_whole_file_finds_the_stored_image(coco_db, coco128, settings_for):
+    data = (coco128 / "train2017" / "000000000009.jpg").read_bytes()
+    hit = _search(coco_db, settings_for, image=data, limit=1).hits[0]
+    assert hit.file_name == "000000000009.jpg" and hit.score >= 0.99
+
+
+def test_mean_of_several_images(coco_db, settings_for):
+    result = _search(coco_db, settings_for, image_ids=[1, 2], limit=5)
+    assert {1, 2} <= {h.image_id for h in result.hits[:4]}
+    assert result.hits[0].score < 0.99  # the mean is neither image
+
+
+def test_score_range(coco_db, settings_for):
+    everything = _search(coco_db, settings_for, image_ids=[3], limit=50, exact=True).hits
+    lo, hi = everything[10].score, everything[1].score
+    banded = _search(coco_db, settings_for, image_ids=[3], limit=50, min_score=lo, max_score=hi).hits
+    assert [h.image_id for h in banded] == [h.image_id for h in everything[1:11]]
+    cut = _search(coco_db, settings_for, image_ids=[3], limit=50, min_score=lo)
+    assert len(cut.hits) == 11 and "min_score" in cut.note
+
+
+def test_pages_do_not_overlap(coco_db, settings_for):
+    first = _search(coco_db, settings_for, image_ids=[4], limit=10, exact=True).hits
+    second = _search(coco_db, settings_for, image_ids=[4], limit=10, offset=10, exact=True).hits
+    whole = _search(coco_db, settings_for, image_ids=[4], limit=20, exact=True).hits
+    assert [h.image_id for h in first + second] == [h.image_id for h in whole]
+
+
+def test_bad_requests_say_what_is_wrong(coco_db, settings_for):
+    with pytest.raises(InvalidRequestError, match="efficientnet-lite0.*image-only"):
+        _search(coco_db, settings_for, query="a giraffe")
+    with pytest.raises(NotFoundError, match="unknown image id"):
+        _search(coco_db, settings_for, image_ids=[999999])
+    with pytest.raises(NotFoundError, match="unknown annotation id 999999"):
+        _search(coco_db, settings_for, mode="objects", annotation_id=999999)
+    with pytest.raises(NotFoundError, match="did you mean #giraffe"):
+        _search(coco_db, settings_for, query="#girafe")
+    with pytest.raises(NotFoundError, match="unknown dataset"):
+        _search(coco_db, settings_for, image_ids=[1], datasets=["nope"])
+    with pytest.raises(InvalidRequestError, match="query image"):
+        _search(coco_db, settings_for, image=b"not an image at all")
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(png, "PNG")
+    with pytest.raises(InvalidRequestError, match="crop box"):
+        _search(coco_db, settings_for, image=png.getvalue(), crop_xywh=[100, 100, 10, 10])
+    with pytest.raises(InvalidRequestError, match="one query source"):
+        _search(coco_db, settings_for, image_ids=[1], annotation_id=1, mode="objects")
+    with pytest.raises(InvalidRequestError, match="limit"):
+        _search(coco_db, settings_for, image_ids=[1], limit=0)
+    with pytest.raises(InvalidRequestError, match="min_score"):
+        _search(coco_db, settings_for, image_ids=[1], min_score=0.9, max_score=0.1)
+    with pytest.raises(InvalidRequestError, match="nothing to search for"):
+        _search(coco_db, settings_for)
