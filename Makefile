@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:
+#   make demo   install into .venv, then ingest, embed and search real photos (embedded Postgres)
+#   make test   install into .venv, then run the test suite (real Postgres, ../shared/data)
+PYTHON ?= python3
+VENV ?= .venv
+# torch first and pinned: an unpinned torch (or torchvision) pulls the newest CUDA build.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+$(BIN)/visearch: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(BIN)/visearch
+
+demo: install
+	$(BIN)/visearch demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/bench_embedding.py
+	$(BIN)/python bench/bench_search.py
+
+clean:
+	rm -rf $(VENV)
