@@ -91,6 +91,12 @@ def test_fractional_box_is_fully_contained(astronaut):
                 assert out.width == out.height
 
 
+def test_box_types(astronaut):
+    expected = crop_box(astronaut, [100, 50, 40, 80])
+    for box in ((100, 50, 40, 80), np.array([100.0, 50.0, 40.0, 80.0]), (np.float32(100), 50, 40, 80)):
+        assert _same_pixels(crop_box(astronaut, box), expected)
+
+
 def test_box_overhanging_border_uses_visible_part(astronaut):
     # 40 px of the box lie outside the right edge; only the visible 60x60 part is framed.
     assert crop_window(astronaut.size, (452, 100, 100, 60), CropSpec(0.0)) == (452, 100, 512, 160)

@@ -210,6 +210,11 @@ def test_custom_max_pixels(photo):
     data = _encode(photo, "PNG")
     assert _error(data, max_pixels=640 * 480 - 1).kind == "too_large"
     assert decode_image(data, max_pixels=640 * 480).size == (640, 480)
+    # A limit above Pillow's warning threshold is honoured (the header is accepted; the fake
+    # bomb's pixel data then fails to decode, as it should).
+    bomb = _bomb_png(10000, 10000)
+    assert probe_image(bomb, max_pixels=150_000_000) == ImageInfo(10000, 10000, "PNG")
+    assert _error(bomb, max_pixels=150_000_000).kind in ("truncated", "corrupt")
 
 
 def test_corrupt_pixel_data_after_valid_header():

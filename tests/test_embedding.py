@@ -236,6 +236,16 @@ def test_openclip_uncached_tag_fails_fast_with_instructions(tmp_path, monkeypatc
     assert "~/.cache/huggingface" in message and "openclip:ViT-B-32//path/to/open_clip_pytorch_model.bin" in message
 
 
+def test_openclip_canonical_names(tiny_clip):
+    from visearch.embedding.openclip import canonical_spec
+
+    arch, checkpoint, _ = tiny_clip
+    default = "openclip:ViT-B-32/laion2b_s34b_b79k"
+    assert canonical_spec(None) == canonical_spec("ViT-B-32/LAION2B-s34b-b79k") == default
+    assert canonical_spec(f"{arch}/{checkpoint}") == f"openclip:{arch}/{checkpoint.resolve()}"
+    assert canonical_spec(f"{arch}/random") == f"openclip:{arch}/random"
+
+
 def test_openclip_unknown_tag():
     with pytest.raises(ModelWeightsNotFoundError) as info:
         load_model("openclip:ViT-B-32/no_such_tag_2099")

@@ -44,11 +44,15 @@ class CropSpec:
 
 
 def _validate(bbox_xywh: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
-    where = f"box [x, y, w, h] = {list(bbox_xywh) if _is_seq(bbox_xywh) else bbox_xywh!r} on a {width}x{height} image"
-    if not _is_seq(bbox_xywh) or len(bbox_xywh) != 4:
+    try:
+        values = [] if isinstance(bbox_xywh, (str, bytes)) else list(bbox_xywh)  # lists, tuples, arrays
+    except TypeError:
+        values = []
+    where = f"box [x, y, w, h] = {values or bbox_xywh!r} on a {width}x{height} image"
+    if len(values) != 4:
         raise InvalidBoxError(f"invalid {where}: expected 4 numbers [x, y, width, height]")
     try:
-        x, y, w, h = (float(v) for v in bbox_xywh)
+        x, y, w, h = (float(v) for v in values)
     except (TypeError, ValueError) as exc:
         raise InvalidBoxError(f"invalid {where}: values must be numbers") from exc
     if not all(math.isfinite(v) for v in (x, y, w, h)):
@@ -58,10 +62,6 @@ def _validate(bbox_xywh: Sequence[float], width: int, height: int) -> tuple[floa
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:
         raise InvalidBoxError(f"invalid {where}: the box lies entirely outside the image")
     return x, y, w, h
-
-
-def _is_seq(value) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
 def crop_window(

@@ -59,13 +59,14 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only, no pixel decode) with the size limit enforced before any decoding."""
     if not data:
         raise ImageDecodeError("empty", "empty image data (0 bytes)")
-    # Pillow warns (89.5 MP) or raises (2x that) by its global MAX_IMAGE_PIXELS inside open();
-    # the warning is turned into an error locally, and our own limit is checked right after.
+    # Inside open(), Pillow warns above its global MAX_IMAGE_PIXELS (89.5 MP) and raises above
+    # twice that. The warning is silenced locally because our own limit, checked right after
+    # open() and before any pixel is decoded, is what decides (so max_pixels may also be raised).
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except Image.DecompressionBombError as exc:
             raise ImageDecodeError(
                 "too_large", f"image refused by the decompression-bomb guard (limit {max_pixels} pixels): {exc}"
             ) from exc
@@ -163,8 +164,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     Args:
         data: the encoded file contents (JPEG, PNG, GIF, WebP, BMP, TIFF, ... -- whatever the
             installed Pillow reads).
-        max_pixels: width x height limit. Pillow's global ``Image.MAX_IMAGE_PIXELS`` (default the
-            same 89,478,485) also applies, so larger values only help if that is raised too.
+        max_pixels: width x height limit (checked from the header, before decoding). Pillow's
+            own hard limit, ``2 * Image.MAX_IMAGE_PIXELS`` (178,956,970 by default), still
+            applies on top. Warnings filters are changed only inside ``warnings.catch_warnings``
+            (process-global in Python < 3.14, so not strictly thread-safe; at worst a
+            DecompressionBombWarning is printed or silenced -- the size check itself is exact).
 
     Returns:
         A fully loaded ``RGB`` image; its size is the displayed size (see :func:`probe_image`).

@@ -46,8 +46,9 @@ PIXEL_MEAN = 127.0
 PIXEL_STD = 128.0
 FEATURE_DIM = 1280
 # Images per forward pass on CPU. EfficientNet's early activations are large (96x112x112 floats
-# per image); small sub-batches stay cache-resident. Measured on a 2-core EPYC (2 MiB L2/core):
-# batch 64 in one pass 17 img/s, in passes of 4 ~200 img/s (with BN folding + channels_last).
+# per image); small sub-batches stay cache-resident. Measured on a shared 2-core EPYC (2 MiB
+# L2/core), batch of 64: one pass 11-22 img/s; passes of 4 with BN folding + channels_last
+# 100-200 img/s. On GPU the batch runs in one pass.
 CPU_SUB_BATCH = 4
 
 
@@ -162,8 +163,14 @@ class EfficientNetLite0(EmbeddingModel):
             return to_unit_float32(torch.cat(pooled))
 
 
-def from_spec(arg: str | None, device: str) -> EfficientNetLite0:
-    """Registry hook: ``efficientnet-lite0`` takes no argument after the family name."""
+def canonical_spec(arg: str | None) -> str:
+    """Registry hook: the canonical name (raises UnknownModelError for any argument)."""
     if arg:
         raise UnknownModelError(f"efficientnet-lite0 takes no options, got 'efficientnet-lite0:{arg}'")
+    return EfficientNetLite0.name
+
+
+def from_spec(arg: str | None, device: str) -> EfficientNetLite0:
+    """Registry hook: ``efficientnet-lite0`` takes no argument after the family name."""
+    canonical_spec(arg)
     return EfficientNetLite0(device)

@@ -174,6 +174,37 @@ def _preprocess_overrides(tag_cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: tag_cfg[k] for k in keys if tag_cfg.get(k) is not None}
 
 
+def _classify(arch: str, pretrained: str) -> tuple[str, str]:
+    """``(kind, canonical pretrained)``; kind is ``random``, ``tag``, ``path`` or ``missing``.
+
+    Tags win over same-named files; tags are normalised as open_clip does (lower case, ``_``),
+    paths made absolute. Raises UnknownModelError for an unknown architecture.
+    """
+    open_clip = _open_clip()
+    if open_clip.get_model_config(arch) is None:
+        raise UnknownModelError(
+            f"unknown open_clip architecture {arch!r}; known: {', '.join(open_clip.list_models())}"
+        )
+    if pretrained == RANDOM_WEIGHTS:
+        return "random", RANDOM_WEIGHTS
+    if open_clip.get_pretrained_cfg(arch, pretrained):
+        return "tag", pretrained.lower().replace("-", "_")
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return "path", str(path.resolve())
+    return "missing", pretrained
+
+
+def canonical_spec(arg: str | None) -> str:
+    """The canonical model name for a spec argument, without loading anything (registry cache key).
+
+    Raises:
+        UnknownModelError: malformed spec or unknown architecture.
+    """
+    arch, pretrained = parse_spec(arg)
+    return f"openclip:{arch}/{_classify(arch, pretrained)[1]}"
+
+
 class OpenClipPreprocess:
     """Picklable wrapper around open_clip's torchvision val transform.
 
@@ -221,38 +252,30 @@ class OpenClipModel(EmbeddingModel):
         open_clip = _open_clip()
         from open_clip.transform import PreprocessCfg, image_transform_v2
 
-        if open_clip.get_model_config(arch) is None:
-            raise UnknownModelError(
-                f"unknown open_clip architecture {arch!r}; known: {', '.join(open_clip.list_models())}"
-            )
+        kind, canonical = _classify(arch, pretrained)
         force_preprocess: dict[str, Any] = {}
         force_quick_gelu = False
-        if pretrained == RANDOM_WEIGHTS:
+        if kind == "random":
             checkpoint = None
             warnings.warn(
                 f"openclip:{arch}/{RANDOM_WEIGHTS}: RANDOMLY INITIALISED weights -- embeddings are "
                 "meaningless; use only for tests/development", UserWarning, stacklevel=2,
             )
-            canonical = RANDOM_WEIGHTS
+        elif kind == "tag":
+            tag_cfg = open_clip.get_pretrained_cfg(arch, canonical)
+            checkpoint = _resolve_tag(arch, canonical, tag_cfg)
+            force_preprocess = _preprocess_overrides(tag_cfg)
+            # Tags trained with QuickGELU (e.g. 'openai') only work with it; open_clip merely warns.
+            force_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+        elif kind == "path":
+            checkpoint = canonical
         else:
-            tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained)
-            if tag_cfg:
-                canonical = pretrained.lower().replace("-", "_")  # open_clip's tag normalisation
-                checkpoint = _resolve_tag(arch, canonical, tag_cfg)
-                force_preprocess = _preprocess_overrides(tag_cfg)
-                # Tags trained with QuickGELU (e.g. 'openai') only work with it; open_clip merely warns.
-                force_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-            else:
-                path = Path(pretrained).expanduser()
-                if not path.is_file():
-                    tags = open_clip.list_pretrained_tags_by_model(arch)
-                    raise ModelWeightsNotFoundError(
-                        f"'openclip:{arch}/{pretrained}': {pretrained!r} is neither a pretrained tag "
-                        f"of {arch} (known: {', '.join(tags) or 'none'}) nor an existing checkpoint "
-                        "file.\n" + how_to_provide_weights(arch, tags[0] if tags else DEFAULT_PRETRAINED)
-                    )
-                checkpoint = str(path.resolve())
-                canonical = checkpoint
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            raise ModelWeightsNotFoundError(
+                f"'openclip:{arch}/{pretrained}': {pretrained!r} is neither a pretrained tag "
+                f"of {arch} (known: {', '.join(tags) or 'none'}) nor an existing checkpoint "
+                "file.\n" + how_to_provide_weights(arch, tags[0] if tags else DEFAULT_PRETRAINED)
+            )
         try:
             clip = open_clip.create_model(
                 arch,

@@ -1,7 +1,8 @@
 """Model spec strings -> loaded :class:`EmbeddingModel` instances, cached per process.
 
-To add a model family: write a module with ``from_spec(arg: str | None, device: str)`` and add
-one line to ``_FAMILIES``. Modules are imported lazily, so using efficientnet never imports
+To add a model family: write a module with ``canonical_spec(arg: str | None) -> str`` (cheap, no
+loading) and ``from_spec(arg: str | None, device: str) -> EmbeddingModel``, and add one line to
+``_FAMILIES``. Modules are imported lazily, so using efficientnet never imports
 open_clip/torchvision.
 """
 
@@ -59,10 +60,13 @@ def load_model(spec: str, device: str = "cpu") -> EmbeddingModel:
         model = _CACHE.get((spec, device))
         if model is None:
             module = importlib.import_module(_FAMILIES[family][0], __package__)
-            model = module.from_spec(arg or None, device)
-            # Cache under the canonical name too, so 'openclip' and its explicit form share one model.
-            model = _CACHE.setdefault((model.name, device), model)
-            _CACHE[(spec, device)] = model
+            # Canonical key first, so 'openclip' and 'openclip:ViT-B-32/laion2b_s34b_b79k' share one model.
+            canonical = module.canonical_spec(arg or None)
+            model = _CACHE.get((canonical, device))
+            if model is None:
+                model = module.from_spec(arg or None, device)
+                _CACHE[(model.name, device)] = model
+            _CACHE[(spec, device)] = _CACHE[(canonical, device)] = model
         return model
 
 
