@@ -1,0 +1,123 @@
+"""``visearch status``: how fresh the embeddings are, per dataset and model.
+
+Reads ``sql/status/datasets.sql`` (over the ``embedding_status`` view), ``failures.sql`` and
+``workers.sql``; analysts can run the same SQL from psql. Counts are of items (images + boxes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from visearch.db.database import Database
+from visearch.resources import read_sql
+from visearch.search.filters import resolve_dataset_ids
+
+#: A worker whose heartbeat (every 5 s by default) is older than this is reported dead.
+ALIVE_SECONDS = 30.0
+
+
+@dataclass
+class StatusReport:
+    """Rows as dicts, column names as in the SQL files.
+
+    Attributes:
+        datasets: per (dataset, model): items, embedded, stale, retrying, in_progress, failed,
+            covered, workers, rate (items/s), eta_seconds.
+        failures: failed or retrying items grouped by dataset, model, kind and reason.
+        workers: every worker row, with state idle | embedding | stopped | dead.
+    """
+
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def collect_status(db: Database, datasets: Sequence[str] = (), *, alive_seconds: float = ALIVE_SECONDS) -> StatusReport:
+    """The status of the named datasets (all when empty), disabled ones included.
+
+    Raises:
+        NotFoundError: an unknown dataset name.
+    """
+    with db.connect() as conn:
+        ids = _dataset_ids(conn, datasets)
+        params = {"dataset_ids": ids, "alive_seconds": alive_seconds}
+
+        def rows(name: str) -> list[dict[str, Any]]:
+            cur = conn.execute(read_sql(f"status/{name}.sql"), params)
+            cols = [c.name for c in cur.description]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+        return StatusReport(datasets=rows("datasets"), failures=rows("failures"), workers=rows("workers"))
+
+
+def _dataset_ids(conn, names: Sequence[str]) -> list[int] | None:
+    if not names:
+        return None
+    # resolve_dataset_ids refuses disabled datasets (right for search); status shows them too
+    rows = dict(conn.execute("SELECT name, id FROM datasets WHERE name = ANY(%s)", (list(names),)).fetchall())
+    if len(rows) < len(set(names)):
+        resolve_dataset_ids(conn, [n for n in names if n not in rows])  # raises NotFoundError
+    return [rows[n] for n in names]
+
+
+def format_duration(seconds: float | None) -> str:
+    """``95`` -> ``'1m35s'``; ``None`` -> ``'-'``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_status(report: StatusReport) -> str:
+    """The report as text tables: datasets x models, failures grouped by reason, workers."""
+    from tabulate import tabulate
+
+    if not report.datasets:
+        return "no datasets (or no models yet: run `visearch embed` or `visearch worker`)"
+    rows = [
+        (
+            r["dataset"] + ("" if r["search_enabled"] else " (disabled)"),
+            r["model"] + ("" if r["model_active"] else " (inactive)"),
+            r["items"], r["embedded"], r["stale"], r["in_progress"], r["retrying"], r["failed"],
+            "yes" if r["covered"] else "no",
+            f"{r['rate']:.1f}/s" if r["rate"] else "-",
+            format_duration(r["eta_seconds"]),
+        )
+        for r in report.datasets
+    ]
+    out = [tabulate(rows, headers=["dataset", "model", "items", "embedded", "stale", "embedding now",
+                                   "retrying", "failed", "covered", "rate", "ETA"])]
+    if report.failures:
+        out.append("\nfailures (retrying: will be tried again; given up: after the attempt limit):")
+        out.append(tabulate(
+            [(f["dataset"], f["model"], f["item_kind"], "given up" if f["given_up"] else "retrying",
+              f["items"], f["reason"], ", ".join(map(str, f["example_ids"])), _shorten(f["example"], 70))
+             for f in report.failures],
+            headers=["dataset", "model", "kind", "state", "items", "reason", "ids", "example"],
+        ))
+    live = [w for w in report.workers if w["state"] in ("idle", "embedding")]
+    if report.workers:
+        out.append(f"\nworkers ({len(live)} alive):")
+        out.append(tabulate(
+            [(w["worker_id"], w["model"], w["state"], w["items_done"], w["failures"],
+              f"{w['rate']:.1f}/s" if w["rate"] else "-", w["backlog"],
+              w["heartbeat_at"].strftime("%Y-%m-%d %H:%M:%S"))
+             for w in report.workers[:20]],
+            headers=["worker", "model", "state", "embedded", "failed", "rate", "backlog", "heartbeat"],
+        ))
+    else:
+        out.append("\nno worker has run yet: start one with `visearch worker`")
+    return "\n".join(out)
+
+
+def _shorten(text: str | None, width: int) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
