@@ -241,6 +241,13 @@ def demo(obj: _Context, folder, instances, dataset):
         raise
 
 
+# Freshness commands (worker, status, dataset, model) live in visearch/worker/cli.py.
+from visearch.worker.cli import COMMANDS as _FRESHNESS_COMMANDS  # noqa: E402
+
+for _command in _FRESHNESS_COMMANDS:
+    cli.add_command(_command)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
