@@ -24,13 +24,14 @@ import psycopg
 
 from visearch.config import Settings, get_settings
 from visearch.db.database import Database
-from visearch.db.models import ModelRow, get_model
+from visearch.db.models import ModelRow
 from visearch.db.vectors import hnsw_index_exists
 from visearch.errors import InvalidRequestError
 from visearch.resources import read_sql
 from visearch.search import filters
 from visearch.search.query import parse_query
 from visearch.search.query_vector import QueryVector, resolve_query_vector
+from visearch.worker.serving import Coverage, join_notes, resolve_search_model, search_coverage
 
 Mode = Literal["images", "objects"]
 _KIND = {"images": "image", "objects": "object"}
@@ -63,7 +64,7 @@ class SearchRequest:
     offset: int = 0
     min_score: float | None = None
     max_score: float | None = None
-    model: str | None = None  # default: Settings.model
+    model: str | None = None  # default: the serving model (visearch.worker.serving)
     exact: bool | None = None
 
 
@@ -99,7 +100,11 @@ class SearchResult:
     hits: list  # ImageHit or ObjectHit, best first
     exact: bool  # True: exact scan; False: HNSW index (approximate)
     candidates: int  # items passing the filters (before score range and limit)
-    note: str | None = None  # why fewer than `limit` hits came back, when they did
+    note: str | None = None  # why fewer than `limit` hits came back, or that coverage is partial
+    #: None: every item of the searched datasets has a vector for the model. Otherwise the
+    #: search ranked only `coverage.ready` of `coverage.total` items (embeddings still being
+    #: prepared, or failed), and `note` says so. See visearch.worker.serving.
+    coverage: Coverage | None = None
 
 
 def _validate(req: SearchRequest) -> None:
@@ -127,6 +132,12 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
             image-only model, an undecodable query image or bad crop box.
         NotEmbeddedError: the query image/annotation has no vector for the model yet.
         NotFoundError: unknown image/annotation id, dataset, concept or model.
+
+    Model: ``req.model``, else ``Settings.model`` if set explicitly, else the *serving model*:
+    the most recently activated active model that has embedded all of the searched datasets
+    (falling back to the one with the fewest items left). While the searched datasets still
+    have items without a vector for the model, the search answers from those that have one and
+    reports it in ``SearchResult.coverage`` and ``note`` (see :mod:`visearch.worker.serving`).
     """
     settings = settings or get_settings()
     _validate(req)
@@ -135,7 +146,9 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
     required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
     kind = _KIND[req.mode]
     with db.connect() as conn:
-        model = get_model(conn, req.model or settings.model)
+        dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
+        model = resolve_search_model(conn, req.model, settings, dataset_ids=dataset_ids, needs_text=bool(text))
+        coverage = search_coverage(conn, model, kind, dataset_ids)
         params = filters.resolve(
             conn,
             model_id=model.id,
@@ -169,7 +182,9 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
     hits = [_image_hit(r) if kind == "image" else _object_hit(r) for r in rows]
     result = SearchResult(
         mode=req.mode, model=model.name, query_source=qv.source, hits=hits, exact=exact,
-        candidates=candidates, note=_shortfall_note(req, candidates, ranked, len(hits)),
+        candidates=candidates, coverage=coverage,
+        note=join_notes(coverage.note(model.name) if coverage else None,
+                        _shortfall_note(req, candidates, ranked, len(hits))),
     )
     # The unit query vector, for callers that compute more over the same query (the HTTP API's
     # score histogram). An attribute, not a field: asdict() and `search --json` stay small.
