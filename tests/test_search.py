@@ -200,3 +200,29 @@ def test_bad_requests_say_what_is_wrong(coco_db, settings_for):
         _search(coco_db, settings_for, image_ids=[1], min_score=0.9, max_score=0.1)
     with pytest.raises(InvalidRequestError, match="nothing to search for"):
         _search(coco_db, settings_for)
+
+
+def test_example_sql_for_analysts_runs_and_answers(coco_db):
+    """sql/examples/*.sql are documentation; run each as psql would, so they cannot rot."""
+    from visearch.resources import sql_dir
+
+    examples = sorted((sql_dir() / "examples").glob("*.sql"))
+    assert len(examples) >= 4
+    results = {}
+    with coco_db.connect(autocommit=True) as conn:
+        for path in examples:
+            cur = conn.cursor()
+            cur.execute(path.read_text())  # several statements: psycopg runs them in one go
+            rows = []
+            while True:  # keep the last result set that has rows
+                if cur.description:
+                    rows = cur.fetchall() or rows
+                if not cur.nextset():
+                    break
+            results[path.stem] = rows
+    similar = results["similar_images_with_a_concept"]
+    scores = [float(r[2]) for r in similar]
+    assert len(similar) == 10 and scores == sorted(scores, reverse=True)
+    assert results["concepts_per_dataset"][0][:2] == ("coco128", "person")
+    assert results["embedding_coverage"] == [("coco128", "efficientnet-lite0", 128, 128, 939, 939, 0)]
+    assert all(float(r[2]) >= 0.95 for r in results["near_duplicate_images"])
