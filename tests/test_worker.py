@@ -1,0 +1,269 @@
+"""``visearch worker`` as real processes against the test database: rows written by another
+client become searchable within seconds; a worker killed mid-batch loses nothing; two workers
+never write the same item twice; SIGTERM stops cleanly.
+
+How "never twice" is proven: a trigger installed by the test on the vector tables logs every
+INSERT or UPDATE of a vector with the writer's ``application_name`` (each worker process runs
+with its own ``PGAPPNAME``). A second write of any item, by anyone, shows up as a second row.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from visearch.search import SearchRequest, search
+
+from test_freshness import add_box, add_dataset, add_image, coco_files
+
+VISEARCH = str(Path(sys.executable).with_name("visearch"))
+#: A row written by another client must be embedded (and searchable) within this many seconds
+#: of its commit while a worker is running (measured: ~1-2 s on a 2-core CPU).
+FRESHNESS_BOUND_S = 15.0
+#: Starting a worker: Python + torch imports + model load, on a busy 2-core machine.
+START_TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def write_log(db):
+    """Log every vector write (item, writer) in ``test_vector_writes``; removed afterwards."""
+    with db.connect() as conn:
+        conn.execute("""
+            CREATE TABLE test_vector_writes (
+                item_kind text, item_id bigint, model_id integer,
+                writer text DEFAULT current_setting('application_name'),
+                at timestamptz DEFAULT clock_timestamp());
+            CREATE FUNCTION test_log_vector_write() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_TABLE_NAME = 'image_embeddings' THEN
+                    INSERT INTO test_vector_writes (item_kind, item_id, model_id)
+                    VALUES ('image', NEW.image_id, NEW.model_id);
+                ELSE
+                    INSERT INTO test_vector_writes (item_kind, item_id, model_id)
+                    VALUES ('object', NEW.annotation_id, NEW.model_id);
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER test_log_image_vector AFTER INSERT OR UPDATE ON image_embeddings
+                FOR EACH ROW EXECUTE FUNCTION test_log_vector_write();
+            CREATE TRIGGER test_log_object_vector AFTER INSERT OR UPDATE ON object_embeddings
+                FOR EACH ROW EXECUTE FUNCTION test_log_vector_write();
+        """)
+        conn.commit()
+    yield
+    with db.connect() as conn:
+        conn.execute("""
+            DROP TRIGGER test_log_image_vector ON image_embeddings;
+            DROP TRIGGER test_log_object_vector ON object_embeddings;
+            DROP FUNCTION test_log_vector_write;
+            DROP TABLE test_vector_writes;
+        """)
+        conn.commit()
+
+
+class Worker:
+    """A ``visearch worker`` subprocess; output goes to a log file (read on failure)."""
+
+    def __init__(self, database, tmp_path: Path, name: str, *args: str):
+        self.name = name
+        self.log_path = tmp_path / f"{name}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VISEARCH_")}
+        env.update(VISEARCH_DATABASE_URL=database.url, PGAPPNAME=name, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([VISEARCH, "worker", *args], stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_id(self, conn) -> str | None:
+        row = conn.execute("SELECT worker_id FROM embedding_workers WHERE pid = %s", (self.proc.pid,)).fetchone()
+        return row[0] if row else None
+
+    def wait_ready(self, db, timeout: float = START_TIMEOUT_S) -> str:
+        """Wait until the worker has loaded its model and registered (it then listens)."""
+        deadline = time.monotonic() + timeout
+        with db.connect(autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, f"worker {self.name} exited:\n{self.output}"
+                worker_id = self.worker_id(conn)
+                if worker_id:
+                    return worker_id
+                time.sleep(0.2)
+        raise AssertionError(f"worker {self.name} not ready after {timeout} s:\n{self.output}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and its decode processes
+        self.proc.wait(30)
+        self._log.close()
+
+
+@pytest.fixture
+def workers(database, tmp_path):
+    started: list[Worker] = []
+
+    def start(name, *args) -> Worker:
+        w = Worker(database, tmp_path, name, *args)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.kill()
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def count(conn, sql, *args) -> int:
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def test_rows_written_by_another_client_are_searchable_within_seconds(db, workers):
+    """The interval is an hour, so only LISTEN/NOTIFY can explain a pickup within the bound."""
+    with db.connect() as conn:
+        ds = add_dataset(conn, "live")
+        conn.commit()
+    worker = workers("worker-live", "--interval", "3600")
+    worker.wait_ready(db)
+
+    photo = coco_files(1, start=50)[0]
+    with db.connect() as conn:  # an annotation tool writing with plain SQL
+        image_id = add_image(conn, ds, photo)
+        box = add_box(conn, image_id, 100, 100, 200, 150)
+        conn.commit()
+    committed = time.monotonic()
+    with db.connect(autocommit=True) as conn:
+        wait_for(lambda: count(conn, "SELECT count(*) FROM image_embeddings WHERE image_id = %s", image_id)
+                 and count(conn, "SELECT count(*) FROM object_embeddings WHERE annotation_id = %s", box),
+                 FRESHNESS_BOUND_S, f"the new rows to be embedded\n{worker.output}")
+    latency = time.monotonic() - committed
+    result = search(db, SearchRequest(image=photo.read_bytes(), datasets=["live"], limit=1))
+    assert result.hits[0].image_id == image_id and result.hits[0].score > 0.99
+    assert result.coverage is None
+    objects = search(db, SearchRequest(mode="objects", annotation_id=box, limit=1))
+    assert objects.hits[0].annotation_id == box
+
+    assert worker.stop(signal.SIGTERM) == 0, worker.output
+    with db.connect() as conn:
+        assert conn.execute("SELECT DISTINCT state FROM embedding_workers").fetchall() == [("stopped",)]
+        assert count(conn, "SELECT count(*) FROM embedding_queue") == 0
+    out = worker.output
+    assert "items/s), backlog 0" in out  # one line per batch: items, rate, backlog
+    assert "stopped after" in out
+    print(f"insert -> searchable: {latency:.2f} s")
+
+
+def test_worker_killed_mid_batch_loses_and_duplicates_nothing(db, workers, write_log):
+    n = 16
+    with db.connect() as conn:
+        ds = add_dataset(conn, "kill")
+        ids = [add_image(conn, ds, p) for p in coco_files(n, start=60)]
+        conn.commit()
+    first = workers("worker-killed", "--lease", "3", "--batch-size", "2", "--claim-size", "6",
+                    "--decode-workers", "0", "--interval", "1")
+    victim = first.wait_ready(db)
+    with db.connect(autocommit=True) as conn:
+        # mid-batch: some vectors written, and more items claimed by it
+        wait_for(lambda: count(conn, "SELECT count(*) FROM image_embeddings") >= 2
+                 and count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by = %s", victim) > 0,
+                 60, f"the first worker to be mid-way\n{first.output}", poll=0.02)
+        first.kill()
+        orphaned = count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by = %s", victim)
+        done_before = count(conn, "SELECT count(*) FROM image_embeddings")
+    assert orphaned > 0 and done_before < n
+
+    second = workers("worker-fresh", "--lease", "3", "--batch-size", "2", "--interval", "1")
+    second.wait_ready(db)
+    with db.connect(autocommit=True) as conn:
+        wait_for(lambda: count(conn, "SELECT count(*) FROM embedding_queue") == 0, 120,
+                 f"the backlog to drain\n{second.output}")
+        writes = conn.execute("SELECT item_id, count(*), array_agg(writer) FROM test_vector_writes"
+                              " GROUP BY item_id ORDER BY item_id").fetchall()
+        assert count(conn, "SELECT count(*) FROM image_embeddings") == n
+        assert count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by IS NOT NULL") == 0
+    assert [i for i, _, _ in writes] == ids
+    assert all(c == 1 for _, c, _ in writes), writes  # each item written exactly once
+    by_writer = {w[0] for _, _, w in writes}
+    assert by_writer == {"worker-killed", "worker-fresh"}
+    assert sum(1 for _, _, w in writes if w == ["worker-fresh"]) == n - done_before
+    assert second.stop() == 0
+
+
+def test_two_workers_share_a_backlog_without_writing_any_item_twice(db, workers, write_log):
+    with db.connect() as conn:
+        ds = add_dataset(conn, "shared")
+        conn.commit()
+    a = workers("worker-a", "--batch-size", "2", "--claim-size", "4", "--decode-workers", "0")
+    b = workers("worker-b", "--batch-size", "2", "--claim-size", "4", "--decode-workers", "0")
+    a.wait_ready(db)
+    b.wait_ready(db)
+    n = 30
+    with db.connect() as conn:  # one transaction, one notification: both workers wake at once
+        ids = [add_image(conn, ds, p) for p in coco_files(n, start=80)]
+        conn.commit()
+    with db.connect(autocommit=True) as conn:
+        wait_for(lambda: count(conn, "SELECT count(*) FROM embedding_queue") == 0, 120,
+                 f"the backlog to drain\n{a.output}\n{b.output}")
+        writes = conn.execute("SELECT item_id, count(*), min(writer) FROM test_vector_writes"
+                              " GROUP BY item_id ORDER BY item_id").fetchall()
+    assert [i for i, _, _ in writes] == ids
+    assert all(c == 1 for _, c, _ in writes), writes
+    per_worker = {w: sum(1 for *_, x in writes if x == w) for w in ("worker-a", "worker-b")}
+    assert all(v > 0 for v in per_worker.values()), per_worker  # both really worked
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_sigterm_mid_backlog_commits_the_batch_releases_claims_and_reports_progress(db, workers):
+    n = 24
+    with db.connect() as conn:
+        ds = add_dataset(conn, "stop")
+        add_image(conn, ds, coco_files(1, start=0)[0])  # embedded first: the index exists
+        conn.commit()
+    worker = workers("worker-stop", "--batch-size", "2", "--claim-size", "8", "--decode-workers", "0")
+    worker_id = worker.wait_ready(db)
+    with db.connect(autocommit=True) as conn:
+        wait_for(lambda: count(conn, "SELECT count(*) FROM embedding_queue") == 0, 60, "the first image")
+        with conn.transaction():
+            for p in coco_files(n, start=100):
+                add_image(conn, ds, p)
+        from visearch.worker.status import collect_status
+
+        # while it runs, status shows a live worker with a rate and an ETA for the dataset
+        row = wait_for(lambda: next((r for r in collect_status(db, ["stop"]).datasets
+                                     if r["rate"] and r["eta_seconds"] is not None), None),
+                       60, f"a rate and an ETA in status\n{worker.output}", poll=0.05)
+        assert row["workers"] == 1 and row["stale"] > 0
+        assert worker.stop(signal.SIGTERM, timeout=30) == 0, worker.output
+        claimed = count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by IS NOT NULL")
+        left = count(conn, "SELECT count(*) FROM embedding_queue")
+        attempts = count(conn, "SELECT coalesce(max(attempts), 0) FROM embedding_queue")
+        embedded = count(conn, "SELECT count(*) FROM image_embeddings")
+        state = conn.execute("SELECT state FROM embedding_workers WHERE worker_id = %s", (worker_id,)).fetchone()
+    assert claimed == 0 and attempts == 0  # claims given back, without counting an attempt
+    assert left > 0 and embedded + left == n + 1  # stopped early; nothing lost
+    assert state == ("stopped",)
