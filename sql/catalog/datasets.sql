@@ -1,0 +1,8 @@
+-- Datasets with their sizes; %(id)s bigint or NULL (all), ordered by id.
+SELECT d.id, d.name, d.description, d.search_enabled, d.metadata, d.created_at,
+       (SELECT count(*) FROM images i WHERE i.dataset_id = d.id) AS images,
+       (SELECT count(*) FROM annotations a JOIN images i ON i.id = a.image_id
+        WHERE i.dataset_id = d.id) AS annotations
+FROM datasets d
+WHERE %(id)s::bigint IS NULL OR d.id = %(id)s::bigint
+ORDER BY d.id;

@@ -1,0 +1,16 @@
+-- One page of a collection's items in rank order, with what a client shows for each: the
+-- image (dataset, file, size) and, for objects, the box (COCO [x, y, w, h] pixels) and concept.
+-- Ranks are frozen at search time, so the same offset always gives the same items (items whose
+-- image or box was deleted since are gone; the others keep their order).
+SELECT ci.rank, ci.score, ci.image_id, ci.annotation_id,
+       d.name AS dataset, i.file_name, i.width, i.height, i.external_id,
+       a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h, k.name AS concept, a.iscrowd
+FROM collection_items ci
+JOIN images i ON i.id = ci.image_id
+JOIN datasets d ON d.id = i.dataset_id
+LEFT JOIN annotations a ON a.id = ci.annotation_id
+LEFT JOIN concepts k ON k.id = a.concept_id
+WHERE ci.collection_id = %(collection_id)s
+ORDER BY ci.rank
+OFFSET %(offset)s
+LIMIT %(limit)s;

@@ -1,0 +1,317 @@
+"""Datasets and images as the HTTP API serves them (SQL in ``sql/catalog/``).
+
+Create and list datasets, switch their AI search on and off, report their embedding status;
+add an uploaded image to a dataset; read an image's original bytes, a JPEG thumbnail, or the
+crop of a box. Writes go through the ingest writer helpers (:mod:`visearch.ingest.writer`), so
+an uploaded image is stored exactly like an ingested one and the database triggers queue it
+for embedding.
+
+Dataset enable/disable and embedding status call the worker package's functions
+(:mod:`visearch.worker.control`, :mod:`visearch.worker.status`), the same as ``visearch
+dataset enable/disable`` and ``visearch status``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+from PIL import Image
+
+from visearch.db.database import Database
+from visearch.embedding.crops import CropSpec, crop_box
+from visearch.embedding.decode import DEFAULT_MAX_PIXELS, decode_image, probe_image
+from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
+from visearch.ingest.files import path_from_source_uri
+from visearch.ingest.writer import NewImage, ensure_concepts, insert_images, insert_labels
+from visearch.resources import read_sql
+
+#: ``image_labels.source`` of labels given with an upload.
+UPLOAD_LABEL_SOURCE = "manual"
+#: Thumbnail and crop sizes accepted (longest side, pixels).
+MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
+JPEG_QUALITY = 85
+
+
+@dataclass
+class DatasetInfo:
+    id: int
+    name: str
+    description: str
+    search_enabled: bool
+    metadata: dict[str, Any]
+    created_at: datetime
+    images: int
+    annotations: int
+
+
+@dataclass
+class DatasetStatus:
+    """A dataset and its embedding status, as ``visearch status`` reports it (rows as dicts,
+    columns as in ``sql/status/{datasets,failures,workers}.sql``)."""
+
+    dataset: DatasetInfo
+    models: list[dict[str, Any]]  # per model: items, embedded, stale, failed, covered, rate, ETA
+    failures: list[dict[str, Any]]  # failed or retrying items grouped by model, kind and reason
+    workers: list[dict[str, Any]]  # every embedding worker (not only this dataset's)
+
+
+@dataclass
+class UploadedImage:
+    id: int
+    dataset_id: int
+    created: bool  # False: the dataset already had these bytes (this is that image)
+    width: int
+    height: int
+    format: str
+    sha256: str
+    labels_added: int
+
+
+@dataclass
+class ImageDetail:
+    id: int
+    dataset_id: int
+    dataset: str
+    width: int
+    height: int
+    format: str
+    file_name: str | None
+    source_uri: str | None
+    external_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    sha256: str
+    has_bytes: bool
+    annotations: list[dict[str, Any]]
+    labels: list[dict[str, Any]]
+
+
+# ---- datasets ---------------------------------------------------------------------------------
+
+def _datasets(conn, dataset_id: int | None) -> list[DatasetInfo]:
+    return [DatasetInfo(*r) for r in conn.execute(read_sql("catalog/datasets.sql"), {"id": dataset_id})]
+
+
+def list_datasets(db: Database) -> list[DatasetInfo]:
+    with db.connect() as conn:
+        return _datasets(conn, None)
+
+
+def get_dataset(db: Database, dataset_id: int) -> DatasetInfo:
+    """Raises: NotFoundError."""
+    with db.connect() as conn:
+        return _get_dataset(conn, dataset_id)
+
+
+def _get_dataset(conn, dataset_id: int) -> DatasetInfo:
+    found = _datasets(conn, dataset_id)
+    if not found:
+        raise NotFoundError(f"unknown dataset id {dataset_id}")
+    return found[0]
+
+
+def create_dataset(
+    db: Database, name: str, *, description: str = "", metadata: dict[str, Any] | None = None
+) -> DatasetInfo:
+    """Raises: InvalidRequestError: empty name. ConflictError: the name is taken."""
+    from psycopg.types.json import Jsonb
+
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequestError("a dataset needs a non-empty name")
+    with db.transaction() as conn:
+        row = conn.execute(
+            "INSERT INTO datasets (name, description, metadata) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO NOTHING RETURNING id",
+            (name, description or "", Jsonb(metadata or {})),
+        ).fetchone()
+        if row is None:
+            existing = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
+            raise ConflictError(f"a dataset named {name!r} exists already (id {existing[0] if existing else '?'})")
+        return _get_dataset(conn, row[0])
+
+
+def set_search_enabled(db: Database, dataset_id: int, enabled: bool) -> DatasetInfo:
+    """Switch AI search (and automatic embedding) on or off for a dataset, with the worker's
+    control function (:func:`visearch.worker.control.set_search_enabled`, as ``visearch
+    dataset enable/disable``): off leaves it out of search and of automatic embedding and keeps
+    its vectors; on makes it searchable again and wakes the workers.
+
+    Raises: NotFoundError.
+    """
+    from visearch.worker.control import set_search_enabled as set_enabled
+
+    set_enabled(db, get_dataset(db, dataset_id).name, enabled)
+    return get_dataset(db, dataset_id)
+
+
+def dataset_status(db: Database, dataset_id: int) -> DatasetStatus:
+    """Embedding status of a dataset: :func:`visearch.worker.status.collect_status` (what
+    ``visearch status -d NAME`` shows).
+
+    Raises: NotFoundError.
+    """
+    from visearch.worker.status import collect_status
+
+    info = get_dataset(db, dataset_id)
+    report = collect_status(db, [info.name])
+    return DatasetStatus(info, report.datasets, report.failures, report.workers)
+
+
+def live_workers(db: Database, *, alive_seconds: float = 30.0) -> int:
+    """How many ``visearch worker`` processes are alive (heartbeat within ``alive_seconds``)."""
+    with db.connect() as conn:
+        return conn.execute(
+            "SELECT count(DISTINCT worker_id) FROM embedding_workers"
+            " WHERE state <> 'stopped' AND heartbeat_at > now() - make_interval(secs => %s)",
+            (alive_seconds,),
+        ).fetchone()[0]
+
+
+def notify_workers(db: Database) -> None:
+    """Wake the running workers now (they LISTEN on ``visearch_embedding_queue``)."""
+    with db.connect(autocommit=True) as conn:
+        conn.execute("SELECT pg_notify('visearch_embedding_queue', '')")
+
+
+# ---- images -----------------------------------------------------------------------------------
+
+def upload_image(
+    db: Database,
+    dataset_id: int,
+    data: bytes,
+    *,
+    file_name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    labels: Sequence[str] = (),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> UploadedImage:
+    """Add one image (its encoded bytes) to a dataset, stored like an ingested file.
+
+    The bytes are fully decoded first (corrupt, truncated, unsupported or oversized files are
+    refused); the row records the displayed (post-EXIF) size and Pillow's format name, and the
+    original bytes go into ``image_content``. Bytes the dataset already has are not stored
+    twice: the existing image is returned with ``created=False``. ``labels`` are concept names
+    (created if new) given to the image with source ``'manual'``.
+
+    Raises:
+        NotFoundError: unknown dataset.
+        ImageDecodeError: not an image, corrupt, truncated, or more than ``max_pixels`` pixels.
+    """
+    info = probe_image(data, max_pixels=max_pixels)
+    decode_image(data, max_pixels=max_pixels).close()  # a full decode catches truncated files
+    digest = hashlib.sha256(data).digest()
+    with db.transaction() as conn:
+        _get_dataset(conn, dataset_id)
+        row = NewImage(
+            sha256=digest, width=info.width, height=info.height, format=info.format, source_uri=None,
+            file_name=file_name, external_id=None, metadata=metadata or {}, data=data,
+        )
+        refs, added = insert_images(conn, dataset_id, [row], store_bytes=True)
+        ref = refs[digest]
+        labels_added = 0
+        if labels:
+            ids, _ = ensure_concepts(conn, labels)
+            pairs = [(ref.id, cid) for cid in dict.fromkeys(ids[n] for n in labels if n and n.strip())]
+            labels_added = insert_labels(conn, pairs, source=UPLOAD_LABEL_SOURCE)
+        fmt = conn.execute("SELECT format FROM images WHERE id = %s", (ref.id,)).fetchone()[0]
+    return UploadedImage(
+        id=ref.id, dataset_id=dataset_id, created=digest in added, width=ref.width, height=ref.height,
+        format=fmt, sha256=digest.hex(), labels_added=labels_added,
+    )
+
+
+def get_image(db: Database, image_id: int) -> ImageDetail:
+    """Raises: NotFoundError."""
+    with db.connect() as conn:
+        row = conn.execute(read_sql("catalog/image_detail.sql"), {"image_id": image_id}).fetchone()
+    if row is None:
+        raise NotFoundError(f"unknown image id {image_id}")
+    return ImageDetail(*row)
+
+
+def image_original(db: Database, image_id: int) -> tuple[bytes, str]:
+    """The original file bytes of an image and its format (Pillow's name, e.g. ``"JPEG"``).
+
+    Raises:
+        NotFoundError: unknown image, or ingested by reference and the file is gone.
+    """
+    with db.connect() as conn:
+        row = conn.execute(read_sql("catalog/image_source.sql"), {"image_id": image_id}).fetchone()
+    if row is None:
+        raise NotFoundError(f"unknown image id {image_id}")
+    _id, fmt, _w, _h, uri, content, _sha = row
+    if content is not None:
+        return bytes(content), fmt
+    try:
+        return path_from_source_uri(uri or "").read_bytes(), fmt
+    except (OSError, ValueError) as exc:
+        raise NotFoundError(
+            f"image {image_id} was ingested by reference and its file is not readable ({uri}): {exc}"
+        ) from exc
+
+
+def mime_type(fmt: str) -> str:
+    """Content type of a Pillow format name (``"JPEG"`` -> ``image/jpeg``)."""
+    return Image.MIME.get((fmt or "").upper(), "application/octet-stream")
+
+
+def _jpeg(image: Image.Image, size: int | None) -> bytes:
+    if size is not None:
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return out.getvalue()
+
+
+def _check_size(size: int | None) -> None:
+    if size is not None and not MIN_THUMBNAIL <= size <= MAX_THUMBNAIL:
+        raise InvalidRequestError(f"size must be in [{MIN_THUMBNAIL}, {MAX_THUMBNAIL}] pixels, not {size}")
+
+
+def image_thumbnail(db: Database, image_id: int, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """A JPEG of the image (as displayed, EXIF orientation applied) whose longest side is at
+    most ``size`` pixels (never enlarged), aspect ratio kept.
+
+    Raises:
+        NotFoundError: unknown image or its file is gone. InvalidRequestError: size out of range.
+        ImageDecodeError: the stored file does not decode (any more).
+    """
+    _check_size(size)
+    data, _ = image_original(db, image_id)
+    image = decode_image(data, max_pixels=max_pixels)
+    return _jpeg(image, size)
+
+
+def annotation_crop(
+    db: Database,
+    annotation_id: int,
+    *,
+    size: int | None = None,
+    spec: CropSpec = CropSpec(),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> bytes:
+    """A JPEG of a box's crop, framed exactly as the embedder frames it
+    (:func:`visearch.embedding.crop_box`: context margin, squared by padding with the mean
+    colour), scaled down to at most ``size`` pixels on its longest side if given.
+
+    Raises:
+        NotFoundError: unknown annotation, or its image's file is gone.
+        InvalidRequestError: size out of range. InvalidBoxError: the box does not fit the image.
+    """
+    _check_size(size)
+    with db.connect() as conn:
+        row = conn.execute(
+            "SELECT image_id, bbox_x, bbox_y, bbox_w, bbox_h FROM annotations WHERE id = %s", (annotation_id,)
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"unknown annotation id {annotation_id}")
+    data, _ = image_original(db, row[0])
+    image = decode_image(data, max_pixels=max_pixels)
+    return _jpeg(crop_box(image, row[1:], spec), size)

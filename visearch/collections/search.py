@@ -1,0 +1,80 @@
+"""A search kept as a collection: what ``POST /v1/search`` does, as a library function.
+
+:func:`search_to_collection` runs the search service over ``depth`` ranked items, computes the
+score histogram over its candidates, stores the ranking as the owner's temporary collection
+(replacing the previous one) and returns the first page read back from it, so page 1 and every
+later page come from the same frozen ranking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from visearch.collections.service import Collection, CollectionItem, record_search
+from visearch.config import Settings
+from visearch.db.database import Database
+from visearch.errors import InvalidRequestError
+from visearch.search.histogram import DEFAULT_MAX_CONSIDERED, ScoreHistogram, score_histogram
+from visearch.search.service import SearchRequest, SearchResult, search
+
+#: Ranked items kept for paging when the request does not say (at least its limit).
+DEFAULT_DEPTH = 100
+MAX_DEPTH = 1000
+
+
+@dataclass
+class KeptSearch:
+    result: SearchResult  # the service's answer (hits = the whole kept ranking)
+    collection: Collection
+    page: list[CollectionItem]  # the first `limit` items, read from the collection
+    histogram: ScoreHistogram | None
+
+
+def search_to_collection(
+    db: Database,
+    settings: Settings,
+    owner: str,
+    req: SearchRequest,
+    *,
+    limit: int,
+    depth: int | None = None,
+    histogram_bins: int = 20,
+    query: dict[str, Any] | None = None,
+) -> KeptSearch:
+    """Search, keep the ranking as ``owner``'s temporary collection, return its first page.
+
+    Args:
+        req: the search; its ``limit``/``offset`` are replaced by ``depth``/0.
+        limit: items in the first page.
+        depth: ranked items kept (>= limit); default max(limit, DEFAULT_DEPTH), at most MAX_DEPTH.
+        histogram_bins: 0 for no histogram.
+        query: the request's parameters as JSON, stored with the collection.
+
+    Raises:
+        InvalidRequestError, NotFoundError, NotEmbeddedError: as :func:`visearch.search.search`;
+        ``depth < limit``.
+    """
+    if depth is None:
+        depth = min(MAX_DEPTH, max(limit, DEFAULT_DEPTH))
+    if depth < limit:
+        raise InvalidRequestError(f"depth ({depth}) must be at least limit ({limit})")
+    result = search(db, dataclasses.replace(req, limit=depth, offset=0), settings)
+    histogram = None
+    vector = getattr(result, "query_vector", None)
+    if histogram_bins and vector is not None:
+        histogram = score_histogram(
+            db, req, vector, model=result.model, candidates=result.candidates, bins=histogram_bins,
+            max_considered=DEFAULT_MAX_CONSIDERED,
+        )
+    stored = dict(query or {})
+    if req.image is not None:
+        stored["uploaded_image"] = {"sha256": hashlib.sha256(req.image).hexdigest(), "bytes": len(req.image)}
+    collection, page = record_search(
+        db, owner, result, query=stored,
+        histogram=dataclasses.asdict(histogram) if histogram is not None else None,
+        page_limit=limit,
+    )
+    return KeptSearch(result=result, collection=collection, page=page, histogram=histogram)

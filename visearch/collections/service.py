@@ -1,0 +1,340 @@
+"""Collections service (SQL in ``sql/collections/``).
+
+A collection is a ranked list of images or objects (boxes) with their scores, frozen when it
+was made. Every search made through the HTTP API is recorded as its owner's **temporary**
+collection (:func:`record_search`); the owner's next search replaces it, so there is at most
+one per owner. :func:`save_collection` names it and keeps it. Pages of a collection are read
+by rank (:func:`collection_items`), so paging through a search is exactly stable: page 2 is
+the continuation of the very ranking page 1 came from, whatever was added or re-embedded since.
+
+Owners: every function takes the caller's identity (the API key's name, or ``"anonymous"``)
+and only sees that owner's collections; another owner's collection id is "not found".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from visearch.db.database import Database
+from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
+from visearch.ingest.writer import ensure_concepts, ensure_dataset
+from visearch.resources import read_sql
+from visearch.search.service import SearchResult
+
+#: ``image_labels.source`` of labels added by tagging a collection.
+COLLECTION_LABEL_SOURCE = "collection"
+
+
+@dataclass
+class Collection:
+    id: int
+    owner: str
+    name: str | None  # None while temporary
+    saved: bool
+    mode: str  # images | objects
+    model: str
+    query: dict[str, Any]  # the search parameters that made it
+    exact: bool
+    candidates: int
+    note: str | None
+    histogram: dict[str, Any] | None
+    created_at: datetime
+    saved_at: datetime | None
+    items: int  # ranked items kept
+    images: int  # distinct images among them
+
+
+@dataclass
+class CollectionItem:
+    rank: int  # 1 = best
+    score: float  # cosine similarity to the query
+    image_id: int
+    annotation_id: int | None  # objects mode: the box
+    dataset: str
+    file_name: str | None
+    width: int
+    height: int
+    external_id: str | None
+    bbox_xywh: tuple[float, float, float, float] | None  # COCO pixels, objects mode
+    concept: str | None
+    iscrowd: bool | None
+
+
+@dataclass
+class TagReport:
+    images: int  # images in the collection
+    concepts: list[str]  # the concepts applied (names as stored)
+    concepts_created: int
+    labels_added: int  # new (image, concept) labels; existing ones are not counted
+
+
+@dataclass
+class CopyReport:
+    dataset_id: int
+    dataset: str
+    images: int  # distinct images in the collection
+    images_copied: int  # new image rows (queued for embedding by the triggers)
+    images_existing: int  # already in the target dataset (same bytes)
+    labels_copied: int
+    annotations_copied: int
+
+
+def _lock_owner(conn: psycopg.Connection, owner: str) -> None:
+    # Serialises one owner's searches for the instant of replacing the temporary collection.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('visearch.collections:' || %s, 0))", (owner,))
+
+
+def record_search(
+    db: Database,
+    owner: str,
+    result: SearchResult,
+    *,
+    query: dict[str, Any],
+    histogram: dict[str, Any] | None = None,
+    page_limit: int = 50,
+) -> tuple[Collection, list[CollectionItem]]:
+    """Store ``result`` as ``owner``'s temporary collection, replacing the previous one.
+
+    Args:
+        query: the search parameters, as JSON (kept with the collection, shown by the API).
+        histogram: the score distribution, as JSON, if computed.
+        page_limit: items of the first page to return.
+
+    Returns:
+        The new collection and its first page, read in the same transaction (so a concurrent
+        search by the same owner cannot replace it in between).
+    """
+    objects = result.mode == "objects"
+    hits = result.hits
+    with db.transaction() as conn:
+        _lock_owner(conn, owner)
+        conn.execute("DELETE FROM collections WHERE owner = %s AND NOT saved", (owner,))
+        collection_id = conn.execute(
+            read_sql("collections/insert_collection.sql"),
+            {
+                "owner": owner, "name": None, "mode": result.mode, "model": result.model,
+                "query": Jsonb(query), "exact": result.exact, "candidates": result.candidates,
+                "note": result.note, "histogram": Jsonb(histogram) if histogram is not None else None,
+            },
+        ).fetchone()[0]
+        if hits:
+            conn.execute(
+                read_sql("collections/insert_items.sql"),
+                {
+                    "collection_id": collection_id,
+                    "ranks": list(range(1, len(hits) + 1)),
+                    "image_ids": [h.image_id for h in hits],
+                    "annotation_ids": [h.annotation_id if objects else None for h in hits],
+                    "scores": [float(h.score) for h in hits],
+                },
+            )
+        return _one(conn, owner, collection_id), _page(conn, collection_id, 0, page_limit)
+
+
+def _select(conn, owner: str, *, collection_id: int | None = None, saved: bool | None = None) -> list[Collection]:
+    rows = conn.execute(
+        read_sql("collections/select_collections.sql"),
+        {"owner": owner, "id": collection_id, "saved": saved},
+    ).fetchall()
+    return [Collection(*r) for r in rows]
+
+
+def _one(conn, owner: str, collection_id: int) -> Collection:
+    found = _select(conn, owner, collection_id=collection_id)
+    if not found:
+        raise NotFoundError(
+            f"no collection {collection_id}: it never existed, belongs to another owner, was "
+            "deleted, or was a temporary collection replaced by a newer search (save a "
+            "search's collection to keep it)"
+        )
+    return found[0]
+
+
+def list_collections(db: Database, owner: str, *, saved: bool | None = None) -> list[Collection]:
+    """``owner``'s collections, newest first (``saved``: only saved / only temporary)."""
+    with db.connect() as conn:
+        return _select(conn, owner, saved=saved)
+
+
+def get_collection(db: Database, owner: str, collection_id: int) -> Collection:
+    """Raises: NotFoundError: no such collection of ``owner``."""
+    with db.connect() as conn:
+        return _one(conn, owner, collection_id)
+
+
+def collection_items(
+    db: Database, owner: str, collection_id: int, *, offset: int = 0, limit: int = 50
+) -> tuple[Collection, list[CollectionItem]]:
+    """The collection and one page of its items, best first.
+
+    Raises:
+        NotFoundError: no such collection of ``owner``.
+        InvalidRequestError: negative offset or limit < 1.
+    """
+    if offset < 0 or limit < 1:
+        raise InvalidRequestError(f"offset must be >= 0 and limit >= 1 (got {offset}, {limit})")
+    with db.connect() as conn:
+        collection = _one(conn, owner, collection_id)
+        return collection, _page(conn, collection_id, offset, limit)
+
+
+def _page(conn, collection_id: int, offset: int, limit: int) -> list[CollectionItem]:
+    rows = conn.execute(
+        read_sql("collections/items_page.sql"),
+        {"collection_id": collection_id, "offset": offset, "limit": limit},
+    ).fetchall()
+    items = []
+    for rank, score, image_id, ann_id, dataset, file_name, w, h, ext, x, y, bw, bh, concept, iscrowd in rows:
+        items.append(CollectionItem(
+            rank=rank, score=float(score), image_id=image_id, annotation_id=ann_id, dataset=dataset,
+            file_name=file_name, width=w, height=h, external_id=ext,
+            bbox_xywh=(x, y, bw, bh) if ann_id is not None and x is not None else None,
+            concept=concept, iscrowd=iscrowd,
+        ))
+    return items
+
+
+def save_collection(db: Database, owner: str, collection_id: int, name: str) -> Collection:
+    """Name a collection and keep it (a saved one is renamed).
+
+    Raises:
+        NotFoundError: no such collection of ``owner``.
+        InvalidRequestError: empty name.
+        ConflictError: ``owner`` already has a saved collection with that name.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequestError("a saved collection needs a non-empty name")
+    with db.transaction() as conn:
+        _lock_owner(conn, owner)
+        _one(conn, owner, collection_id)
+        clash = conn.execute(
+            "SELECT id FROM collections WHERE owner = %s AND saved AND name = %s AND id <> %s",
+            (owner, name, collection_id),
+        ).fetchone()
+        if clash:
+            raise ConflictError(f"you already have a saved collection named {name!r} (id {clash[0]})")
+        conn.execute(
+            "UPDATE collections SET name = %s, saved = true, saved_at = coalesce(saved_at, now())"
+            " WHERE id = %s",
+            (name, collection_id),
+        )
+        return _one(conn, owner, collection_id)
+
+
+def delete_collection(db: Database, owner: str, collection_id: int) -> None:
+    """Raises: NotFoundError: no such collection of ``owner``."""
+    with db.transaction() as conn:
+        deleted = conn.execute(
+            "DELETE FROM collections WHERE id = %s AND owner = %s RETURNING id", (collection_id, owner)
+        ).fetchone()
+    if deleted is None:
+        with db.connect() as conn:
+            _one(conn, owner, collection_id)  # raises the explanatory NotFoundError
+
+
+def _concept_names(concepts: Sequence[str]) -> list[str]:
+    names = list(dict.fromkeys(c.strip().lstrip("#").strip() for c in concepts if c and c.strip().lstrip("#").strip()))
+    if not names:
+        raise InvalidRequestError("give at least one concept name")
+    return names
+
+
+def tag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[str]) -> TagReport:
+    """Label every image of the collection with each concept (created if new).
+
+    The labels go into ``image_labels`` with source ``'collection'``, so they are concept
+    filters for search (``#concept``) at once and :func:`untag_images` removes exactly them.
+
+    Raises:
+        NotFoundError: no such collection of ``owner``.
+        InvalidRequestError: no concept names.
+    """
+    names = _concept_names(concepts)
+    with db.transaction() as conn:
+        collection = _one(conn, owner, collection_id)
+        ids, created = ensure_concepts(conn, names)
+        concept_ids = list(dict.fromkeys(ids[n] for n in names))
+        added = conn.execute(
+            read_sql("collections/tag_images.sql"),
+            {"collection_id": collection_id, "concept_ids": concept_ids, "source": COLLECTION_LABEL_SOURCE},
+        ).fetchall()
+        stored = [r[0] for r in conn.execute(
+            "SELECT name FROM concepts WHERE id = ANY(%s) ORDER BY array_position(%s, id)",
+            (concept_ids, concept_ids),
+        )]
+    return TagReport(images=collection.images, concepts=stored, concepts_created=created, labels_added=len(added))
+
+
+def untag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[str]) -> int:
+    """Remove the collection-made labels (source ``'collection'``) of these concepts from the
+    collection's images; returns how many labels were removed. Unknown concepts remove nothing.
+
+    Raises:
+        NotFoundError: no such collection of ``owner``.
+        InvalidRequestError: no concept names.
+    """
+    names = _concept_names(concepts)
+    with db.transaction() as conn:
+        _one(conn, owner, collection_id)
+        concept_ids = [r[0] for r in conn.execute(
+            "SELECT id FROM concepts WHERE name = ANY(%s) OR tag = ANY(ARRAY(SELECT concept_tag(n) FROM unnest(%s::text[]) n))",
+            (names, names),
+        )]
+        removed = conn.execute(
+            read_sql("collections/untag_images.sql"),
+            {"collection_id": collection_id, "concept_ids": concept_ids, "source": COLLECTION_LABEL_SOURCE},
+        ).fetchall()
+    return len(removed)
+
+
+def copy_images(
+    db: Database,
+    owner: str,
+    collection_id: int,
+    dataset: str,
+    *,
+    create: bool = False,
+    with_annotations: bool = False,
+) -> CopyReport:
+    """Copy the collection's images (rows, bytes, labels; boxes if ``with_annotations``) into
+    ``dataset``. New rows are queued for embedding by the database triggers.
+
+    Raises:
+        NotFoundError: no such collection of ``owner``; ``dataset`` unknown and not ``create``.
+        InvalidRequestError: empty dataset name.
+    """
+    name = (dataset or "").strip()
+    if not name:
+        raise InvalidRequestError("give the name of the dataset to copy into")
+    with db.transaction() as conn:
+        collection = _one(conn, owner, collection_id)
+        row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
+        if row is None and not create:
+            raise NotFoundError(f"unknown dataset {name!r}: create it first, or pass create=true")
+        dataset_id = row[0] if row is not None else ensure_dataset(conn, name)
+        pairs = conn.execute(
+            read_sql("collections/copy_images.sql"), {"collection_id": collection_id, "dataset_id": dataset_id}
+        ).fetchall()
+        labels, boxes = conn.execute(
+            read_sql("collections/copy_image_details.sql"),
+            {
+                "source_ids": [p[0] for p in pairs],
+                "new_ids": [p[1] for p in pairs],
+                "with_annotations": with_annotations,
+            },
+        ).fetchone()
+        distinct = conn.execute(
+            "SELECT count(DISTINCT i.sha256) FROM collection_items ci JOIN images i ON i.id = ci.image_id"
+            " WHERE ci.collection_id = %s",
+            (collection_id,),
+        ).fetchone()[0]
+    return CopyReport(
+        dataset_id=int(dataset_id), dataset=name, images=collection.images, images_copied=len(pairs),
+        images_existing=int(distinct) - len(pairs), labels_copied=int(labels), annotations_copied=int(boxes),
+    )

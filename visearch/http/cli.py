@@ -1,0 +1,54 @@
+"""``visearch serve``: the HTTP API on uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from visearch.cli import pass_ctx
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but localhost needs API keys (VISEARCH_API_KEYS).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@pass_ctx
+def serve(obj, host: str, port: int, log_level: str, access_log: bool):
+    """Serve the HTTP API (OpenAPI docs at /schema) on the embedded database by default.
+
+    API keys: VISEARCH_API_KEYS="name=secret,other=secret2" (clients send the X-API-Key header).
+    Without keys the server listens on localhost only.
+    """
+    import uvicorn
+
+    from visearch.http.app import create_app
+    from visearch.http.auth import parse_api_keys
+
+    settings = obj.settings
+    try:
+        keys = parse_api_keys(settings.api_keys)
+    except ValueError as exc:
+        raise click.ClickException(f"VISEARCH_API_KEYS: {exc}") from exc
+    if not keys and not is_loopback(host):
+        raise click.ClickException(
+            f"refusing to listen on {host} without API keys: anyone who can reach it could read and "
+            "change your data. Set VISEARCH_API_KEYS=name=secret[,name2=secret2] or listen on 127.0.0.1."
+        )
+    app = create_app(settings, obj.db)
+    click.echo(f"visearch API on http://{host}:{port} (docs: /schema; "
+               f"{'API key required' if keys else 'no API key'})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)

@@ -1,0 +1,130 @@
+"""``/v1/datasets``: create, list, enable/disable AI search, embedding status, embed, upload."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from litestar import Controller, get, post
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ValidationException
+from litestar.params import Body, Parameter
+
+from visearch import catalog
+from visearch.config import Settings
+from visearch.db.database import Database
+from visearch.errors import InvalidRequestError
+from visearch.http import convert
+from visearch.http.errors import error_responses
+from visearch.http.jobs import EmbedJobs
+from visearch.http.schemas import (
+    MAX_ID,
+    DatasetBody,
+    DatasetOut,
+    DatasetStatusOut,
+    EmbedTriggerOut,
+    UploadForm,
+    UploadOut,
+)
+
+DatasetId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="dataset id")]
+
+
+def _metadata(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationException(f"metadata is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValidationException("metadata must be a JSON object")
+    return value
+
+
+class DatasetController(Controller):
+    path = "/v1/datasets"
+    tags = ["datasets"]
+
+    @post(sync_to_thread=True, summary="Create a dataset", responses=error_responses(400, 401, 409))
+    def create(self, db: Database, data: DatasetBody) -> DatasetOut:
+        """Create an empty dataset (AI search enabled). 201; 409 if the name is taken."""
+        return convert.dataset(catalog.create_dataset(db, data.name, description=data.description,
+                                                      metadata=data.metadata))
+
+    @get(sync_to_thread=True, summary="List datasets", responses=error_responses(401))
+    def list_datasets(self, db: Database) -> list[DatasetOut]:
+        """Every dataset with its numbers of images and annotations (boxes)."""
+        return [convert.dataset(d) for d in catalog.list_datasets(db)]
+
+    @get("/{dataset_id:int}", sync_to_thread=True, summary="A dataset", responses=error_responses(400, 401, 404))
+    def get_dataset(self, db: Database, dataset_id: DatasetId) -> DatasetOut:
+        return convert.dataset(catalog.get_dataset(db, dataset_id))
+
+    @post("/{dataset_id:int}/enable", sync_to_thread=True, status_code=200, summary="Enable AI search",
+          responses=error_responses(400, 401, 404))
+    def enable(self, db: Database, dataset_id: DatasetId) -> DatasetOut:
+        """Include the dataset in search and in automatic embedding again (its vectors were
+        kept; items changed meanwhile are queued)."""
+        return convert.dataset(catalog.set_search_enabled(db, dataset_id, True))
+
+    @post("/{dataset_id:int}/disable", sync_to_thread=True, status_code=200, summary="Disable AI search",
+          responses=error_responses(400, 401, 404))
+    def disable(self, db: Database, dataset_id: DatasetId) -> DatasetOut:
+        """Leave the dataset out of search and of automatic embedding; its vectors are kept.
+        Searches naming it answer 422."""
+        return convert.dataset(catalog.set_search_enabled(db, dataset_id, False))
+
+    @get("/{dataset_id:int}/status", sync_to_thread=True, summary="Embedding status",
+         responses=error_responses(400, 401, 404))
+    def status(self, db: Database, jobs: EmbedJobs, dataset_id: DatasetId) -> DatasetStatusOut:
+        """Per registered model: images and boxes embedded, queued (new or changed), in progress,
+        failed (given up on, with the last errors); and this server's background embedding job
+        (see `POST /v1/datasets/{id}/embed`)."""
+        return convert.dataset_status(catalog.dataset_status(db, dataset_id), jobs.state())
+
+    @post("/{dataset_id:int}/embed", sync_to_thread=True, status_code=202, summary="Embed what is queued",
+          responses=error_responses(400, 401, 404, 422))
+    def embed(self, db: Database, jobs: EmbedJobs, dataset_id: DatasetId) -> EmbedTriggerOut:
+        """Get the dataset's queued images and boxes embedded now, and return at once (202).
+
+        If `visearch worker` processes are alive, they are notified (they embed every active
+        model's queue at once). Otherwise this server runs the embedding job itself (the same
+        job as `visearch embed -d NAME`) in a background thread; a trigger while it runs is
+        merged into it. Follow the progress with `GET /v1/datasets/{id}/status`. 422 if AI
+        search is disabled for the dataset."""
+        info = catalog.get_dataset(db, dataset_id)
+        if not info.search_enabled:
+            raise InvalidRequestError(f"AI search is disabled for dataset {info.name!r}; enable it first")
+        with db.connect() as conn:
+            queued = conn.execute(
+                "SELECT count(*) FROM embedding_queue q JOIN embedding_models m ON m.id = q.model_id"
+                " WHERE q.dataset_id = %s AND NOT q.failed AND m.is_active", (dataset_id,),
+            ).fetchone()[0]
+        if catalog.live_workers(db):
+            catalog.notify_workers(db)
+            return EmbedTriggerOut(dataset_id=dataset_id, queued=queued, handled_by="workers",
+                                   job=convert.job(jobs.state()))
+        state = jobs.trigger(dataset_id)
+        return EmbedTriggerOut(dataset_id=dataset_id, queued=queued, handled_by="server", job=convert.job(state))
+
+    @post("/{dataset_id:int}/images", sync_to_thread=True, status_code=201, summary="Upload an image",
+          responses=error_responses(400, 401, 404, 413, 415, 422))
+    def upload(
+        self, db: Database, settings: Settings, dataset_id: DatasetId,
+        data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> UploadOut:
+        """Add an image to the dataset (multipart: part `file`; optional parts `metadata` (a
+        JSON object), `labels` (comma-separated concept names) and `file_name`). It is fully
+        decoded first and stored like an ingested file (original bytes, displayed size); the
+        database queues it for embedding. Bytes the dataset already has are not stored twice:
+        that image is returned with `created: false`. 413 over the body limit or the pixel
+        limit; 415 not an image; 422 truncated or corrupt."""
+        content = data.file.file.read()
+        labels = [x.strip() for x in (data.labels or "").split(",") if x.strip()]
+        u = catalog.upload_image(
+            db, dataset_id, content, file_name=data.file_name or data.file.filename or None,
+            metadata=_metadata(data.metadata), labels=labels, max_pixels=settings.max_image_pixels,
+        )
+        return convert.uploaded(u)
+

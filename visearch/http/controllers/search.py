@@ -1,0 +1,157 @@
+"""``POST /v1/search``: JSON or multipart (with an uploaded image)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Request, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import ClientException, ValidationException
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+)
+
+from visearch.collections.search import search_to_collection
+from visearch.config import Settings
+from visearch.db.database import Database
+from visearch.http import convert
+from visearch.http.errors import error_responses
+from visearch.http.schemas import SearchBody, SearchResponse
+from visearch.search import SearchRequest
+
+
+@dataclass
+class _SearchOperation(Operation):
+    """OpenAPI operation of ``POST /v1/search``: one body, two encodings."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "application/json: a SearchBody. multipart/form-data (search by an uploaded "
+                "image): part `image` (the file) and optional part `params` (a SearchBody as a "
+                "JSON text; `crop_xywh` crops the upload)."
+            ),
+            content={
+                "application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/SearchBody")),
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["image"],
+                        properties={
+                            "image": Schema(type=OpenAPIType.STRING, format="binary",
+                                            description="the query image (JPEG, PNG, WebP, GIF, BMP, TIFF, ...)"),
+                            "params": Schema(type=OpenAPIType.STRING,
+                                             description="SearchBody as a JSON text, e.g. "
+                                                         '{"limit": 10, "crop_xywh": [10, 20, 100, 80]}'),
+                        },
+                    )
+                ),
+            },
+        )
+
+
+def _decode_body(raw: bytes | str) -> SearchBody:
+    try:
+        return msgspec.json.decode(raw or b"{}", type=SearchBody)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(f"invalid search: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationException(f"the search body is not valid JSON: {exc}") from exc
+
+
+async def _parse(request: Request) -> tuple[SearchBody, bytes | None]:
+    content_type = request.content_type[0]
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise ValidationException("multipart search: the part `image` (a file) is missing")
+        params = form.get("params")
+        if isinstance(params, UploadFile):
+            params = await params.read()
+        body = _decode_body(params or b"{}")
+        return body, await image.read()
+    if content_type in ("application/json", "") or content_type.endswith("+json"):
+        return _decode_body(await request.body()), None
+    raise ClientException(
+        f"unsupported Content-Type {content_type!r}: send application/json or multipart/form-data",
+        status_code=415,
+    )
+
+
+def _to_request(body: SearchBody, image: bytes | None) -> SearchRequest:
+    if body.crop_xywh is not None and image is None:
+        from visearch.errors import InvalidRequestError
+
+        raise InvalidRequestError("crop_xywh applies to an uploaded image (multipart part `image`); none was given")
+    mode = body.mode or ("objects" if body.annotation_id is not None else "images")
+    return SearchRequest(
+        mode=mode, query=body.query, image=image, crop_xywh=body.crop_xywh, image_ids=tuple(body.image_ids),
+        annotation_id=body.annotation_id, concepts=tuple(body.concepts),
+        exclude_concepts=tuple(body.exclude_concepts), datasets=tuple(body.datasets),
+        metadata=body.metadata or {}, created_from=body.created_from, created_to=body.created_to,
+        limit=body.limit, min_score=body.min_score, max_score=body.max_score, model=body.model,
+        exact=body.exact,
+    )
+
+
+def _run(db: Database, settings: Settings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
+    kept = search_to_collection(
+        db, settings, owner, _to_request(body, image), limit=body.limit, depth=body.depth,
+        histogram_bins=body.histogram_bins, query=msgspec.to_builtins(body),
+    )
+    c = kept.collection
+    nxt, url = convert.next_page(c.id, 0, body.limit, len(kept.page), c.items)
+    r = kept.result
+    return SearchResponse(
+        collection_id=c.id, mode=r.mode, model=r.model, query_source=r.query_source, exact=r.exact,
+        candidates=r.candidates, total=c.items, offset=0, limit=body.limit,
+        items=[convert.item(i) for i in kept.page], next_offset=nxt, next_url=url, note=r.note,
+        histogram=convert.histogram(kept.histogram),
+    )
+
+
+class SearchController(Controller):
+    path = "/v1/search"
+    tags = ["search"]
+
+    @post(
+        operation_class=_SearchOperation,
+        status_code=200,
+        summary="Search images or objects",
+        responses=error_responses(400, 401, 404, 413, 415, 422),
+    )
+    async def search(self, request: Request, db: Database, settings: Settings) -> SearchResponse:
+        """Rank images (or objects: annotation boxes) by cosine similarity to a query.
+
+        Query by exactly one of: `query` text (with optional `#concept` terms; needs a model
+        with a text tower, an image-only model answers 422 naming it); an uploaded image
+        (multipart part `image`, optionally cropped with `crop_xywh` = COCO [x, y, w, h] in
+        pixels); `image_ids` (several: the mean of their unit vectors, renormalised);
+        `annotation_id`; or only `#concept` terms (ranked by likeness to the concept's mean).
+
+        Filters (datasets, required/excluded concepts, metadata containment, created-at range)
+        run in the same SQL statement as the vector ordering. `min_score`/`max_score` bound the
+        cosine similarity. The response is the first `limit` items; the whole ranking (`depth`
+        items) is kept as your temporary collection `collection_id` and `next_url` pages through
+        it exactly (`GET /v1/collections/{id}`); your next search replaces it unless you save
+        it. `histogram` is the score distribution over all candidates; `exact` says whether
+        the ranking was an exact scan or the HNSW index; `note` says why fewer items came back.
+
+        Errors: 400 malformed body; 404 unknown image/annotation/dataset/concept/model; 413
+        body or image too large (decompression bomb); 415 not an image; 422 undecodable image,
+        invalid box, text on an image-only model, query item not embedded yet.
+        """
+        body, image = await _parse(request)
+        owner: str = request.user
+        return await anyio.to_thread.run_sync(partial(_run, db, settings, owner, body, image))
+
