@@ -247,6 +247,11 @@ from visearch.worker.cli import COMMANDS as _FRESHNESS_COMMANDS  # noqa: E402
 for _command in _FRESHNESS_COMMANDS:
     cli.add_command(_command)
 
+# The HTTP API (`visearch serve`) lives in visearch/http/cli.py.
+from visearch.http.cli import serve  # noqa: E402
+
+cli.add_command(serve)
+
 
 def main() -> None:
     try:
