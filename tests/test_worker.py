@@ -20,7 +20,7 @@ import pytest
 
 from visearch.search import SearchRequest, search
 
-from test_freshness import add_box, add_dataset, add_image, coco_files
+from test_freshness import add_box, add_dataset, add_image, coco_files, effnet, tiny_clip_spec  # noqa: F401 (fixtures)
 
 VISEARCH = str(Path(sys.executable).with_name("visearch"))
 #: A row written by another client must be embedded (and searchable) within this many seconds
@@ -267,3 +267,43 @@ def test_sigterm_mid_backlog_commits_the_batch_releases_claims_and_reports_progr
     assert claimed == 0 and attempts == 0  # claims given back, without counting an attempt
     assert left > 0 and embedded + left == n + 1  # stopped early; nothing lost
     assert state == ("stopped",)
+
+
+def test_worker_embeds_a_new_model_in_time_slices_and_searches_switch_when_it_covers(
+        db, settings, effnet, tiny_clip_spec):
+    """In-process worker (the tiny open_clip config is registered in this process only): with
+    two active models it alternates between them in short slices until both are drained, and
+    the default model of a search moves from the old model to the new one."""
+    import threading
+
+    from visearch.embed import embed_pending
+    from visearch.worker.control import add_model
+    from visearch.worker.scheduler import EmbeddingWorker, WorkerOptions
+
+    with db.connect() as conn:
+        ds = add_dataset(conn, "switch")
+        ids = [add_image(conn, ds, p) for p in coco_files(12, start=30)]
+        conn.commit()
+    embed_pending(db, effnet, progress=False, num_workers=0)
+    row, backlog = add_model(db, tiny_clip_spec)
+    assert backlog == 12
+    assert search(db, SearchRequest(image_ids=[ids[0]])).model == "efficientnet-lite0"
+
+    worker = EmbeddingWorker(db, settings, WorkerOptions(
+        interval=60, batch_size=1, claim_size=2, slice_seconds=0.05, decode_workers=0))
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        with db.connect(autocommit=True) as conn:
+            wait_for(lambda: count(conn, "SELECT count(*) FROM embedding_queue") == 0, 120, "both models drained")
+            fresh = add_image(conn, ds, coco_files(1, start=45)[0])  # both models embed it
+            wait_for(lambda: count(conn, "SELECT count(*) FROM image_embeddings WHERE image_id = %s", fresh) == 2,
+                     FRESHNESS_BOUND_S, "the fresh image with both models")
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert worker.passes > 2  # the slices ran out and passes went round again
+    result = search(db, SearchRequest(image_ids=[ids[0]]))
+    assert result.model == row.name and result.coverage is None
+    assert search(db, SearchRequest(image_ids=[ids[0]], model="efficientnet-lite0")).coverage is None
