@@ -202,6 +202,7 @@ def upload_image(
         NotFoundError: unknown dataset.
         ImageDecodeError: not an image, corrupt, truncated, or more than ``max_pixels`` pixels.
     """
+    get_dataset(db, dataset_id)  # 404 before any decoding work
     info = probe_image(data, max_pixels=max_pixels)
     decode_image(data, max_pixels=max_pixels).close()  # a full decode catches truncated files
     digest = hashlib.sha256(data).digest()

@@ -89,6 +89,7 @@ def create_app(
             + (f" Every /v1 route needs the {API_KEY_HEADER} header." if keys else "")
         ),
         path="/schema",
+        use_handler_docstrings=True,
         components=Components(security_schemes={
             "ApiKey": SecurityScheme(type="apiKey", name=API_KEY_HEADER, security_scheme_in="header",
                                      description="required when the server has API keys (VISEARCH_API_KEYS)"),

@@ -51,6 +51,14 @@ def histogram(h: Any) -> s.ScoreHistogramOut | None:
     return msgspec.convert({k: v for k, v in data.items() if k != "range"}, s.ScoreHistogramOut)
 
 
+def coverage(c: Any) -> s.CoverageOut | None:
+    """From :class:`visearch.worker.serving.Coverage`."""
+    if c is None:
+        return None
+    return s.CoverageOut(kind=c.kind, total=c.total, ready=c.ready, queued=c.queued, failed=c.failed,
+                         unqueued=getattr(c, "unqueued", 0))
+
+
 def collection(c: Collection) -> s.CollectionOut:
     stored = dict(c.query or {})
     uploaded = stored.pop("uploaded_image", None)

@@ -102,6 +102,18 @@ class ScoreHistogramOut(Struct):
     range: Literal["observed"] = "observed"
 
 
+class CoverageOut(Struct):
+    """Present while some searched items have no vector for the model yet: the search ranked
+    the `ready` ones (see `visearch status`)."""
+
+    kind: Literal["image", "object"]
+    total: int
+    ready: int
+    queued: int
+    failed: int
+    unqueued: int
+
+
 class ResultItem(Struct):
     """One ranked image or object."""
 
@@ -142,7 +154,8 @@ class SearchResponse(Struct):
     next_url: str | None
     note: Annotated[str | None, Meta(
         description="why fewer items than asked for were found, when so: the filters matched "
-                    "fewer, or the score range cut them")]
+                    "fewer, or the score range cut them; or embeddings are still being prepared")]
+    coverage: CoverageOut | None
     histogram: ScoreHistogramOut | None
 
 

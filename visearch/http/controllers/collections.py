@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from visearch import collections as svc
-from visearch.db.database import Database
 from visearch.http import convert
+from visearch.http.deps import DB
 from visearch.http.errors import error_responses
 from visearch.http.schemas import (
     MAX_ID,
@@ -32,7 +32,7 @@ class CollectionController(Controller):
 
     @get(sync_to_thread=True, summary="List your collections", responses=error_responses(400, 401))
     def list_collections(
-        self, request: Request, db: Database,
+        self, request: Request, db: DB,
         saved: Annotated[bool | None, Parameter(description="only saved (true) or only the temporary one (false)")] = None,
     ) -> list[CollectionOut]:
         """Your collections, newest first: the saved ones and your temporary one (your last
@@ -42,7 +42,7 @@ class CollectionController(Controller):
     @get("/{collection_id:int}", sync_to_thread=True, summary="A collection and a page of its items",
          responses=error_responses(400, 401, 404))
     def get_collection(
-        self, request: Request, db: Database, collection_id: CollectionId,
+        self, request: Request, db: DB, collection_id: CollectionId,
         offset: Annotated[int, Parameter(ge=0, le=1_000_000, description="items to skip")] = 0,
         limit: Annotated[int, Parameter(ge=1, le=1000, description="items in the page")] = 50,
     ) -> CollectionPage:
@@ -57,7 +57,7 @@ class CollectionController(Controller):
 
     @post("/{collection_id:int}/save", sync_to_thread=True, status_code=200, summary="Save a collection",
           responses=error_responses(400, 401, 404, 409))
-    def save(self, request: Request, db: Database, collection_id: CollectionId, data: SaveBody) -> CollectionOut:
+    def save(self, request: Request, db: DB, collection_id: CollectionId, data: JSONBody[SaveBody]) -> CollectionOut:
         """Name the collection and keep it until deleted (your later searches no longer replace
         it). Saving a saved collection renames it. 409 if you have another saved collection
         with that name."""
@@ -65,13 +65,13 @@ class CollectionController(Controller):
 
     @delete("/{collection_id:int}", sync_to_thread=True, summary="Delete a collection",
             responses=error_responses(400, 401, 404))
-    def delete_collection(self, request: Request, db: Database, collection_id: CollectionId) -> None:
+    def delete_collection(self, request: Request, db: DB, collection_id: CollectionId) -> None:
         """Delete the collection (its images are not touched). 204 on success."""
         svc.delete_collection(db, request.user, collection_id)
 
     @post("/{collection_id:int}/tags", sync_to_thread=True, status_code=200, summary="Tag a collection's images",
           responses=error_responses(400, 401, 404, 422))
-    def tag(self, request: Request, db: Database, collection_id: CollectionId, data: TagBody) -> TagResponse:
+    def tag(self, request: Request, db: DB, collection_id: CollectionId, data: JSONBody[TagBody]) -> TagResponse:
         """Label every image of the collection with each concept (concepts are created if new).
         Labels are stored with source 'collection' and are searchable at once as `#concept`
         filters; labels that exist already are left as they are."""
@@ -82,7 +82,7 @@ class CollectionController(Controller):
     @delete("/{collection_id:int}/tags", sync_to_thread=True, status_code=200,
             summary="Remove tags from a collection's images", responses=error_responses(400, 401, 404, 422))
     def untag(
-        self, request: Request, db: Database, collection_id: CollectionId,
+        self, request: Request, db: DB, collection_id: CollectionId,
         concept: Annotated[list[str], Parameter(min_items=1, max_items=100,
                                                 description="concept name (repeat for several)")],
     ) -> UntagResponse:
@@ -93,7 +93,7 @@ class CollectionController(Controller):
 
     @post("/{collection_id:int}/copy", sync_to_thread=True, status_code=200,
           summary="Copy a collection's images into a dataset", responses=error_responses(400, 401, 404, 422))
-    def copy(self, request: Request, db: Database, collection_id: CollectionId, data: CopyBody) -> CopyResponse:
+    def copy(self, request: Request, db: DB, collection_id: CollectionId, data: JSONBody[CopyBody]) -> CopyResponse:
         """New image rows in the target dataset with the same bytes (stored again in the
         database), size, file name, metadata and labels (and boxes with `annotations: true`).
         Images whose bytes the dataset already has are skipped. The database triggers queue the

@@ -6,17 +6,14 @@ import json
 from typing import Annotated, Any
 
 from litestar import Controller, get, post
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
-from litestar.params import Body, Parameter
+from litestar.params import JSONBody, MultipartBody, Parameter
 
 from visearch import catalog
-from visearch.config import Settings
-from visearch.db.database import Database
 from visearch.errors import InvalidRequestError
 from visearch.http import convert
+from visearch.http.deps import DB, AppSettings, Jobs
 from visearch.http.errors import error_responses
-from visearch.http.jobs import EmbedJobs
 from visearch.http.schemas import (
     MAX_ID,
     DatasetBody,
@@ -47,37 +44,37 @@ class DatasetController(Controller):
     tags = ["datasets"]
 
     @post(sync_to_thread=True, summary="Create a dataset", responses=error_responses(400, 401, 409))
-    def create(self, db: Database, data: DatasetBody) -> DatasetOut:
+    def create(self, db: DB, data: JSONBody[DatasetBody]) -> DatasetOut:
         """Create an empty dataset (AI search enabled). 201; 409 if the name is taken."""
         return convert.dataset(catalog.create_dataset(db, data.name, description=data.description,
                                                       metadata=data.metadata))
 
     @get(sync_to_thread=True, summary="List datasets", responses=error_responses(401))
-    def list_datasets(self, db: Database) -> list[DatasetOut]:
+    def list_datasets(self, db: DB) -> list[DatasetOut]:
         """Every dataset with its numbers of images and annotations (boxes)."""
         return [convert.dataset(d) for d in catalog.list_datasets(db)]
 
     @get("/{dataset_id:int}", sync_to_thread=True, summary="A dataset", responses=error_responses(400, 401, 404))
-    def get_dataset(self, db: Database, dataset_id: DatasetId) -> DatasetOut:
+    def get_dataset(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         return convert.dataset(catalog.get_dataset(db, dataset_id))
 
     @post("/{dataset_id:int}/enable", sync_to_thread=True, status_code=200, summary="Enable AI search",
           responses=error_responses(400, 401, 404))
-    def enable(self, db: Database, dataset_id: DatasetId) -> DatasetOut:
+    def enable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Include the dataset in search and in automatic embedding again (its vectors were
         kept; items changed meanwhile are queued)."""
         return convert.dataset(catalog.set_search_enabled(db, dataset_id, True))
 
     @post("/{dataset_id:int}/disable", sync_to_thread=True, status_code=200, summary="Disable AI search",
           responses=error_responses(400, 401, 404))
-    def disable(self, db: Database, dataset_id: DatasetId) -> DatasetOut:
+    def disable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Leave the dataset out of search and of automatic embedding; its vectors are kept.
         Searches naming it answer 422."""
         return convert.dataset(catalog.set_search_enabled(db, dataset_id, False))
 
     @get("/{dataset_id:int}/status", sync_to_thread=True, summary="Embedding status",
          responses=error_responses(400, 401, 404))
-    def status(self, db: Database, jobs: EmbedJobs, dataset_id: DatasetId) -> DatasetStatusOut:
+    def status(self, db: DB, jobs: Jobs, dataset_id: DatasetId) -> DatasetStatusOut:
         """Per registered model: images and boxes embedded, queued (new or changed), in progress,
         failed (given up on, with the last errors); and this server's background embedding job
         (see `POST /v1/datasets/{id}/embed`)."""
@@ -85,7 +82,7 @@ class DatasetController(Controller):
 
     @post("/{dataset_id:int}/embed", sync_to_thread=True, status_code=202, summary="Embed what is queued",
           responses=error_responses(400, 401, 404, 422))
-    def embed(self, db: Database, jobs: EmbedJobs, dataset_id: DatasetId) -> EmbedTriggerOut:
+    def embed(self, db: DB, jobs: Jobs, dataset_id: DatasetId) -> EmbedTriggerOut:
         """Get the dataset's queued images and boxes embedded now, and return at once (202).
 
         If `visearch worker` processes are alive, they are notified (they embed every active
@@ -111,8 +108,8 @@ class DatasetController(Controller):
     @post("/{dataset_id:int}/images", sync_to_thread=True, status_code=201, summary="Upload an image",
           responses=error_responses(400, 401, 404, 413, 415, 422))
     def upload(
-        self, db: Database, settings: Settings, dataset_id: DatasetId,
-        data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+        self, db: DB, settings: AppSettings, dataset_id: DatasetId,
+        data: MultipartBody[UploadForm],
     ) -> UploadOut:
         """Add an image to the dataset (multipart: part `file`; optional parts `metadata` (a
         JSON object), `labels` (comma-separated concept names) and `file_name`). It is fully

@@ -8,9 +8,8 @@ from litestar import Controller, Response, get
 from litestar.params import Parameter
 
 from visearch import catalog
-from visearch.config import Settings
-from visearch.db.database import Database
 from visearch.http import convert
+from visearch.http.deps import DB, AppSettings
 from visearch.http.errors import error_responses
 from visearch.http.schemas import MAX_ID, ImageOut
 
@@ -24,14 +23,14 @@ class ImageController(Controller):
     tags = ["images"]
 
     @get("/{image_id:int}", sync_to_thread=True, summary="An image's details", responses=error_responses(400, 401, 404))
-    def get_image(self, db: Database, image_id: ImageId) -> ImageOut:
+    def get_image(self, db: DB, image_id: ImageId) -> ImageOut:
         """Dataset, size in pixels (as displayed), format, file name, metadata, its boxes (COCO
         [x, y, w, h] pixels) and labels."""
         return convert.image(catalog.get_image(db, image_id))
 
     @get("/{image_id:int}/original", sync_to_thread=True, summary="The original file",
          media_type="application/octet-stream", responses=error_responses(400, 401, 404))
-    def original(self, db: Database, image_id: ImageId) -> Response[bytes]:
+    def original(self, db: DB, image_id: ImageId) -> Response[bytes]:
         """The image file byte for byte, with its own Content-Type (image/jpeg, image/png, ...).
         404 also when it was ingested by reference and the file is gone."""
         data, fmt = catalog.image_original(db, image_id)
@@ -40,7 +39,7 @@ class ImageController(Controller):
     @get("/{image_id:int}/thumbnail", sync_to_thread=True, summary="A JPEG thumbnail",
          media_type="image/jpeg", responses=error_responses(400, 401, 404, 422))
     def thumbnail(
-        self, db: Database, settings: Settings, image_id: ImageId,
+        self, db: DB, settings: AppSettings, image_id: ImageId,
         size: Annotated[int, Parameter(ge=catalog.MIN_THUMBNAIL, le=catalog.MAX_THUMBNAIL,
                                        description="longest side in pixels (never enlarged)")] = 256,
     ) -> Response[bytes]:
@@ -57,7 +56,7 @@ class AnnotationController(Controller):
     @get("/{annotation_id:int}/crop", sync_to_thread=True, summary="The crop of a box",
          media_type="image/jpeg", responses=error_responses(400, 401, 404, 422))
     def crop(
-        self, db: Database, settings: Settings, annotation_id: AnnotationId,
+        self, db: DB, settings: AppSettings, annotation_id: AnnotationId,
         size: Annotated[int | None, Parameter(ge=catalog.MIN_THUMBNAIL, le=catalog.MAX_THUMBNAIL,
                                               description="scale to at most this longest side, pixels")] = None,
     ) -> Response[bytes]:

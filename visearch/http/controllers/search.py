@@ -20,9 +20,8 @@ from litestar.openapi.spec import (
 )
 
 from visearch.collections.search import search_to_collection
-from visearch.config import Settings
-from visearch.db.database import Database
 from visearch.http import convert
+from visearch.http.deps import DB, AppSettings
 from visearch.http.errors import error_responses
 from visearch.http.schemas import SearchBody, SearchResponse
 from visearch.search import SearchRequest
@@ -104,7 +103,7 @@ def _to_request(body: SearchBody, image: bytes | None) -> SearchRequest:
     )
 
 
-def _run(db: Database, settings: Settings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
+def _run(db: DB, settings: AppSettings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
     kept = search_to_collection(
         db, settings, owner, _to_request(body, image), limit=body.limit, depth=body.depth,
         histogram_bins=body.histogram_bins, query=msgspec.to_builtins(body),
@@ -116,7 +115,7 @@ def _run(db: Database, settings: Settings, owner: str, body: SearchBody, image: 
         collection_id=c.id, mode=r.mode, model=r.model, query_source=r.query_source, exact=r.exact,
         candidates=r.candidates, total=c.items, offset=0, limit=body.limit,
         items=[convert.item(i) for i in kept.page], next_offset=nxt, next_url=url, note=r.note,
-        histogram=convert.histogram(kept.histogram),
+        coverage=convert.coverage(getattr(r, "coverage", None)), histogram=convert.histogram(kept.histogram),
     )
 
 
@@ -130,7 +129,7 @@ class SearchController(Controller):
         summary="Search images or objects",
         responses=error_responses(400, 401, 404, 413, 415, 422),
     )
-    async def search(self, request: Request, db: Database, settings: Settings) -> SearchResponse:
+    async def search(self, request: Request, db: DB, settings: AppSettings) -> SearchResponse:
         """Rank images (or objects: annotation boxes) by cosine similarity to a query.
 
         Query by exactly one of: `query` text (with optional `#concept` terms; needs a model
