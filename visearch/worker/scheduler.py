@@ -205,7 +205,14 @@ class EmbeddingWorker:
         self._stop.set()
 
     def _install_signal_handlers(self) -> None:
+        owner = os.getpid()
+
         def handle(signum, _frame):
+            if os.getpid() != owner:
+                # a forked decode process (DataLoader) inherited this handler; a Ctrl-C reaches
+                # the whole process group. Ignoring it lets the current batch finish: the main
+                # process stops the decoders itself once the batch is written.
+                return
             if self._stop.is_set():
                 log.warning("second %s: exiting now; claims come back when their lease ends",
                             signal.Signals(signum).name)
