@@ -30,15 +30,18 @@ from visearch.cli import _Context, _fail, pass_ctx
               help="With several active models: seconds per model per pass.")
 @click.option("--decode-workers", type=click.IntRange(min=0), default=None,
               help="Decode processes (default: automatic).")
+@click.option("--model", "models", multiple=True,
+              help="Embed only this model (repeatable). Default: every active model.")
 @pass_ctx
 def worker(obj: _Context, interval, batch_size, claim_size, lease_seconds, max_attempts, backoff_seconds,
-           slice_seconds, decode_workers):
+           slice_seconds, decode_workers, models):
     """Keep embeddings fresh: embed new and changed images and boxes as they arrive.
 
-    Embeds every active model (or only --model, given before `worker`) on a schedule, and at
-    once when rows are written by any client (PostgreSQL LISTEN/NOTIFY). Run as many as you
-    like, on any machines: they share the queue without doing an item twice. Logs one line per
-    batch. SIGINT/SIGTERM: finishes the current batch, gives back the other claims, exits 0.
+    Embeds every active model (a model added meanwhile is picked up; VISEARCH_MODEL only names
+    the model of a new database), or only --model, on a schedule and at once when rows are
+    written by any client (PostgreSQL LISTEN/NOTIFY). Run as many as you like, on any machines:
+    they share the queue without doing an item twice. Logs one line per batch. SIGINT/SIGTERM:
+    finishes the current batch, gives back the other claims, exits 0.
     """
     from visearch.worker.scheduler import EmbeddingWorker, WorkerOptions
 
@@ -51,13 +54,29 @@ def worker(obj: _Context, interval, batch_size, claim_size, lease_seconds, max_a
         slice_seconds=slice_seconds, decode_workers=decode_workers,
     )
     try:
-        EmbeddingWorker(obj.db, obj.settings, options).run()
+        pinned = list(models) or ([obj.settings.model] if model_from_command_line() else [])
+        EmbeddingWorker(obj.db, obj.settings, options, models=pinned).run()
     except Exception as exc:
         from visearch.embedding import ModelWeightsNotFoundError, UnknownModelError
 
         if isinstance(exc, (ModelWeightsNotFoundError, UnknownModelError)):
             _fail(exc)
         raise
+
+
+def model_from_command_line() -> str | None:
+    """The spec given with ``visearch --model SPEC ...`` on the command line itself, else None.
+
+    ``--model`` also reads ``VISEARCH_MODEL``; only a flag typed for this command pins the model
+    (of a search, of a worker). The environment names the default model of a new database, and
+    deployments set it everywhere (docker-compose), which must not stop model switches.
+    """
+    from click.core import ParameterSource
+
+    root = click.get_current_context().find_root()
+    if root.get_parameter_source("model") == ParameterSource.COMMANDLINE:
+        return root.obj.settings.model
+    return None
 
 
 @click.command()

@@ -112,12 +112,11 @@ class EmbeddingWorker:
 
     Args:
         db: the database (its URL is used for the worker's own connections).
-        settings: ``settings.model`` is the only model embedded when set explicitly (``--model``
-            / ``VISEARCH_MODEL``); otherwise every active model (re-read each pass, so a model
-            added while the worker runs is picked up), or ``settings.model`` if none is
-            registered yet. ``settings.device`` is the torch device.
+        settings: ``settings.model`` is embedded when no model is registered yet (a new
+            database); ``settings.device`` is the torch device.
         options: see :class:`WorkerOptions`.
-        models: model specs to embed, overriding the above.
+        models: embed only these model specs. Default: every active model, re-read at each
+            pass, so a model added while the worker runs is picked up.
         worker_id: as in ``embedding_queue.claimed_by``; default ``host:pid:random``.
     """
 
@@ -134,12 +133,7 @@ class EmbeddingWorker:
         self.settings = settings
         self.options = options or WorkerOptions()
         self.worker_id = worker_id or default_worker_id()
-        if models:
-            self._pinned: list[str] | None = list(models)
-        elif "model" in settings.model_fields_set:
-            self._pinned = [settings.model]
-        else:
-            self._pinned = None
+        self._pinned: list[str] | None = list(models) if models else None
         self._stop = threading.Event()
         self._dirty = threading.Event()  # something was queued since the current pass began
         self._busy = threading.Event()  # a pass is running

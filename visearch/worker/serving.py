@@ -9,8 +9,11 @@ item there (no queue row that is not failed); if none covers them, the one with 
 stale items. So after ``visearch model add NEW`` the workers embed everything with NEW in the
 background while searches keep using the previous model; NEW serves a dataset from the moment
 its last item there is embedded (or given up on). Both models' vectors stay queryable by name
-(``SearchRequest.model``). A model pinned by configuration (``--model`` / ``VISEARCH_MODEL``,
-i.e. ``Settings.model`` set explicitly) or by the request is used as is.
+(``SearchRequest.model``; on the command line ``visearch --model NAME search ...``). A model
+named by the request is used as is. ``Settings.model`` (``VISEARCH_MODEL``) is only the
+fallback when no model is active: it names the model ``visearch embed`` uses and the one a new
+database starts with, so a deployment that sets it (docker-compose does) still switches models
+without an outage.
 
 **Coverage** (:class:`Coverage`): while the searched datasets still have items without a vector
 for the model, a search still answers, from the items that have one, and says so:
@@ -78,11 +81,6 @@ class Coverage:
         return f"{head}: {self.ready} of {self.total} {noun} can be searched ({extra})"
 
 
-def pinned_model(settings: Settings) -> str | None:
-    """The model set explicitly in the configuration (flag or environment), else ``None``."""
-    return settings.model if "model" in settings.model_fields_set else None
-
-
 def resolve_search_model(
     conn: psycopg.Connection,
     requested: str | None,
@@ -95,17 +93,16 @@ def resolve_search_model(
 
     Args:
         requested: ``SearchRequest.model``; wins when given.
-        settings: ``Settings.model`` wins next, when it was set explicitly.
+        settings: ``Settings.model`` is used when no active model qualifies.
         dataset_ids: the searched datasets (``None``: every dataset with AI search enabled).
         needs_text: the query has free text, so only models that embed text qualify.
 
     Raises:
-        NotFoundError: the requested or pinned model is not registered; or no model is active
-            and ``Settings.model`` (the fallback) is not registered.
+        NotFoundError: the requested model is not registered; or no model is active and
+            ``Settings.model`` (the fallback) is not registered.
     """
-    name = requested or pinned_model(settings)
-    if name:
-        return get_model(conn, name)
+    if requested:
+        return get_model(conn, requested)
     row = serving_model(conn, dataset_ids=dataset_ids, needs_text=needs_text)
     if row is None:  # no (suitable) active model: the configured default, or its clear error
         return get_model(conn, settings.model)
