@@ -133,9 +133,9 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
         NotEmbeddedError: the query image/annotation has no vector for the model yet.
         NotFoundError: unknown image/annotation id, dataset, concept or model.
 
-    Model: ``req.model``, else ``Settings.model`` if set explicitly, else the *serving model*:
-    the most recently activated active model that has embedded all of the searched datasets
-    (falling back to the one with the fewest items left). While the searched datasets still
+    Model: ``req.model``, else the *serving model*: the most recently activated active model
+    that has embedded all of the searched datasets (else the one with the fewest items left;
+    ``Settings.model`` when no model is active). While the searched datasets still
     have items without a vector for the model, the search answers from those that have one and
     reports it in ``SearchResult.coverage`` and ``note`` (see :mod:`visearch.worker.serving`).
     """
