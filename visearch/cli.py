@@ -180,12 +180,14 @@ def search(obj: _Context, query, image_path, crop, image_ids, annotation_id, obj
     from visearch.errors import VisearchError
     from visearch.search import SearchRequest
     from visearch.search import search as run_search
+    from visearch.worker.cli import model_from_command_line
 
     req = SearchRequest(
         mode="objects" if (objects or annotation_id is not None) else "images",
         query=query, image=image_path.read_bytes() if image_path else None,
         crop_xywh=_parse_box(crop), image_ids=image_ids, annotation_id=annotation_id,
         datasets=datasets, limit=limit, min_score=min_score, max_score=max_score, exact=exact,
+        model=model_from_command_line(),  # else the serving model (visearch.worker.serving)
     )
     try:
         result = run_search(obj.db, req, obj.settings)
