@@ -455,3 +455,9 @@ def test_cli_dataset_model_and_status(db, database, effnet):
     assert code == 0 and "now active" in out
     code, out = run("search", "--image-id", str(ids[0]), "-k", "5")
     assert code == 0 and "1 failed" in out
+    # VISEARCH_MODEL names a new database's model, it does not pin searches; --model does
+    result = CliRunner(env={"VISEARCH_MODEL": "openclip:RN50/nope"}).invoke(
+        cli, ["--database-url", database.url, "search", "--image-id", str(ids[0])])
+    assert result.exit_code == 0 and "efficientnet-lite0" in result.output
+    code, out = run("--model", "openclip:RN50/nope", "search", "--image-id", str(ids[0]))
+    assert code != 0 and "no vectors for model 'openclip:RN50/nope'" in out
