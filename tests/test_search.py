@@ -226,3 +226,14 @@ def test_example_sql_for_analysts_runs_and_answers(coco_db):
     assert results["concepts_per_dataset"][0][:2] == ("coco128", "person")
     assert results["embedding_coverage"] == [("coco128", "efficientnet-lite0", 128, 128, 939, 939, 0)]
     assert all(float(r[2]) >= 0.95 for r in results["near_duplicate_images"])
+
+
+def test_excluded_concepts_keep_those_images_and_objects_out(coco_db, settings_for):
+    with coco_db.connect() as conn:
+        with_person = {r[0] for r in conn.execute(
+            "SELECT a.image_id FROM annotations a JOIN concepts k ON k.id = a.concept_id WHERE k.tag = 'person'")}
+    images = _search(coco_db, settings_for, image_ids=[1], exclude_concepts=["#person"], limit=200).hits
+    assert len(images) == 128 - len(with_person)
+    assert not {h.image_id for h in images} & with_person
+    objects = _search(coco_db, settings_for, mode="objects", annotation_id=1, exclude_concepts=["person"], limit=50).hits
+    assert len(objects) == 50 and all(h.concept != "person" for h in objects)

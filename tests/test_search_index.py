@@ -84,3 +84,12 @@ def test_selective_filter_is_answered_exactly_and_broad_one_by_the_index(vectors
     narrow = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]], datasets=["small"]), settings)
     broad = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]]), settings)
     assert narrow.exact and not broad.exact
+
+
+def test_candidate_count_stops_at_the_cap(vectors_db, settings):
+    db, ids, _ = vectors_db
+    capped = settings.model_copy(update={"count_candidates_max": 100})
+    result = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]]), capped)
+    assert result.candidates == 100 and result.candidates_capped and len(result.hits) == 20
+    small = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]], datasets=["small"]), capped)
+    assert small.candidates == N_SMALL and not small.candidates_capped

@@ -16,17 +16,20 @@ JOIN datasets d ON d.id = i.dataset_id
 WHERE e.model_id = %(model_id)s
   AND d.search_enabled
   AND (%(dataset_ids)s::bigint[] IS NULL OR i.dataset_id = ANY (%(dataset_ids)s::bigint[]))
-  AND (cardinality(%(concept_ids)s::bigint[]) = 0 OR NOT EXISTS (
-      SELECT 1 FROM unnest(%(concept_ids)s::bigint[]) AS required (concept_id)
-      WHERE NOT EXISTS (SELECT 1 FROM annotations a
-                        WHERE a.image_id = i.id AND a.concept_id = required.concept_id)
-        AND NOT EXISTS (SELECT 1 FROM image_labels l
-                        WHERE l.image_id = i.id AND l.concept_id = required.concept_id)))
-  AND (cardinality(%(exclude_concept_ids)s::bigint[]) = 0 OR (
-      NOT EXISTS (SELECT 1 FROM annotations a
-                  WHERE a.image_id = i.id AND a.concept_id = ANY (%(exclude_concept_ids)s::bigint[]))
-      AND NOT EXISTS (SELECT 1 FROM image_labels l
-                      WHERE l.image_id = i.id AND l.concept_id = ANY (%(exclude_concept_ids)s::bigint[]))))
+  AND (cardinality(%(concept_ids)s::bigint[]) = 0 OR i.id IN (
+      -- images carrying every required concept, as a box or as an image label
+      SELECT tagged.image_id
+      FROM (SELECT a.image_id, a.concept_id FROM annotations a
+            WHERE a.concept_id = ANY (%(concept_ids)s::bigint[])
+            UNION
+            SELECT l.image_id, l.concept_id FROM image_labels l
+            WHERE l.concept_id = ANY (%(concept_ids)s::bigint[])) AS tagged
+      GROUP BY tagged.image_id
+      HAVING count(DISTINCT tagged.concept_id) = cardinality(%(concept_ids)s::bigint[])))
+  AND (cardinality(%(exclude_concept_ids)s::bigint[]) = 0 OR i.id NOT IN (
+      SELECT a.image_id FROM annotations a WHERE a.concept_id = ANY (%(exclude_concept_ids)s::bigint[])
+      UNION ALL
+      SELECT l.image_id FROM image_labels l WHERE l.concept_id = ANY (%(exclude_concept_ids)s::bigint[])))
   AND (%(metadata)s::jsonb IS NULL OR i.metadata @> %(metadata)s::jsonb)
   AND (%(created_from)s::timestamptz IS NULL OR i.created_at >= %(created_from)s::timestamptz)
   AND (%(created_to)s::timestamptz IS NULL OR i.created_at < %(created_to)s::timestamptz)

@@ -13,12 +13,15 @@ WHERE e.model_id = %(model_id)s
   AND (%(dataset_ids)s::bigint[] IS NULL OR i.dataset_id = ANY (%(dataset_ids)s::bigint[]))
   AND (cardinality(%(concept_ids)s::bigint[]) = 0 OR (
       a.concept_id = ANY (%(concept_ids)s::bigint[])
-      AND NOT EXISTS (
-          SELECT 1 FROM unnest(%(concept_ids)s::bigint[]) AS required (concept_id)
-          WHERE NOT EXISTS (SELECT 1 FROM annotations other
-                            WHERE other.image_id = i.id AND other.concept_id = required.concept_id)
-            AND NOT EXISTS (SELECT 1 FROM image_labels l
-                            WHERE l.image_id = i.id AND l.concept_id = required.concept_id))))
+      AND a.image_id IN (
+          SELECT tagged.image_id
+          FROM (SELECT other.image_id, other.concept_id FROM annotations other
+                WHERE other.concept_id = ANY (%(concept_ids)s::bigint[])
+                UNION
+                SELECT l.image_id, l.concept_id FROM image_labels l
+                WHERE l.concept_id = ANY (%(concept_ids)s::bigint[])) AS tagged
+          GROUP BY tagged.image_id
+          HAVING count(DISTINCT tagged.concept_id) = cardinality(%(concept_ids)s::bigint[]))))
   AND (cardinality(%(exclude_concept_ids)s::bigint[]) = 0
        OR a.concept_id IS NULL OR a.concept_id <> ALL (%(exclude_concept_ids)s::bigint[]))
   AND (%(metadata)s::jsonb IS NULL OR i.metadata @> %(metadata)s::jsonb)

@@ -5,7 +5,7 @@ statement that combines the filters with the vector ordering (``sql/search/rank_
 typed hits. The CLI and the HTTP API both call :func:`search`.
 
 Exact or approximate. Before ranking, the filtered candidates are counted (cheap: it uses the
-ordinary indexes). With no filter, or with more candidates than
+ordinary indexes; counting stops at ``Settings.count_candidates_max``). With no filter, or with more candidates than
 ``Settings.exact_search_max_candidates``, the model's HNSW index serves the ordering, with
 pgvector's iterative scans (``hnsw.iterative_scan = relaxed_order``) so that a filter does not
 leave the result short. If it still comes back with fewer rows than min(limit, candidates),
@@ -99,12 +99,15 @@ class SearchResult:
     query_source: str  # text | image | image_ids | annotation | concepts
     hits: list  # ImageHit or ObjectHit, best first
     exact: bool  # True: exact scan; False: HNSW index (approximate)
-    candidates: int  # items passing the filters (before score range and limit)
+    #: items passing the filters (before score range and limit), counted up to
+    #: Settings.count_candidates_max: when candidates_capped, there are at least this many
+    candidates: int
     note: str | None = None  # why fewer than `limit` hits came back, or that coverage is partial
     #: None: every item of the searched datasets has a vector for the model. Otherwise the
     #: search ranked only `coverage.ready` of `coverage.total` items (embeddings still being
     #: prepared, or failed), and `note` says so. See visearch.worker.serving.
     coverage: Coverage | None = None
+    candidates_capped: bool = False
 
 
 def _validate(req: SearchRequest) -> None:
@@ -145,7 +148,7 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
     text = parsed.text if parsed else None
     required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
     kind = _KIND[req.mode]
-    with db.connect() as conn:
+    with db.pooled() as conn:
         dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
         model = resolve_search_model(conn, req.model, settings, dataset_ids=dataset_ids, needs_text=bool(text))
         coverage = search_coverage(conn, model, kind, dataset_ids)
@@ -164,8 +167,10 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
             conn, model, kind, req, text=text, params=params, candidates_sql=candidates_sql,
             settings=settings,
         )
+        cap = max(settings.count_candidates_max, req.limit + req.offset + 1)
         candidates = conn.execute(
-            f"SELECT count(*) FROM ({candidates_sql}) AS c", params
+            f"SELECT count(*) FROM (SELECT 1 FROM ({candidates_sql}) AS c LIMIT %(count_cap)s) AS capped",
+            {**params, "count_cap": cap},
         ).fetchone()[0]
         exact = _choose_exact(conn, req, kind, model, params, candidates, settings)
         wanted = min(req.limit + req.offset, candidates)
@@ -182,7 +187,7 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
     hits = [_image_hit(r) if kind == "image" else _object_hit(r) for r in rows]
     result = SearchResult(
         mode=req.mode, model=model.name, query_source=qv.source, hits=hits, exact=exact,
-        candidates=candidates, coverage=coverage,
+        candidates=candidates, coverage=coverage, candidates_capped=candidates >= cap,
         note=join_notes(coverage.note(model.name) if coverage else None,
                         _shortfall_note(req, candidates, ranked, len(hits))),
     )
