@@ -447,6 +447,10 @@ def test_invalid_boxes_and_requests_are_422_or_400(client, coco):
     _error(client.post("/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"params": "{oops"}), 400)
     _error(client.post("/v1/search", files={"other": ("q.jpg", data, "image/jpeg")}), 400)
     _error(client.post("/v1/collections/1/save", json={"name": ""}), 400)
+    ds = client.get("/v1/datasets").json()[0]["id"]
+    for metadata in ('{"a": NaN}', "[1, 2]", "{oops"):
+        _error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("q.jpg", data, "image/jpeg")},
+                           data={"metadata": metadata}), 400, "bad_request")
 
 
 def test_text_on_an_image_only_model_is_422_naming_the_model(client):

@@ -30,9 +30,12 @@ DatasetId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="dataset id")]
 def _metadata(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
+    def no_constants(name: str):
+        raise ValueError(f"{name} is not JSON")
+
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = json.loads(text, parse_constant=no_constants)
+    except ValueError as exc:  # JSONDecodeError is a ValueError
         raise ValidationException(f"metadata is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ValidationException("metadata must be a JSON object")
