@@ -97,13 +97,13 @@ def _datasets(conn, dataset_id: int | None) -> list[DatasetInfo]:
 
 
 def list_datasets(db: Database) -> list[DatasetInfo]:
-    with db.connect() as conn:
+    with db.pooled() as conn:
         return _datasets(conn, None)
 
 
 def get_dataset(db: Database, dataset_id: int) -> DatasetInfo:
     """Raises: NotFoundError."""
-    with db.connect() as conn:
+    with db.pooled() as conn:
         return _get_dataset(conn, dataset_id)
 
 
@@ -123,7 +123,7 @@ def create_dataset(
     name = (name or "").strip()
     if not name:
         raise InvalidRequestError("a dataset needs a non-empty name")
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         row = conn.execute(
             "INSERT INTO datasets (name, description, metadata) VALUES (%s, %s, %s)"
             " ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -164,7 +164,7 @@ def dataset_status(db: Database, dataset_id: int) -> DatasetStatus:
 
 def live_workers(db: Database, *, alive_seconds: float = 30.0) -> int:
     """How many ``visearch worker`` processes are alive (heartbeat within ``alive_seconds``)."""
-    with db.connect() as conn:
+    with db.pooled() as conn:
         return conn.execute(
             "SELECT count(DISTINCT worker_id) FROM embedding_workers"
             " WHERE state <> 'stopped' AND heartbeat_at > now() - make_interval(secs => %s)",
@@ -174,7 +174,7 @@ def live_workers(db: Database, *, alive_seconds: float = 30.0) -> int:
 
 def notify_workers(db: Database) -> None:
     """Wake the running workers now (they LISTEN on ``visearch_embedding_queue``)."""
-    with db.connect(autocommit=True) as conn:
+    with db.pooled() as conn:  # NOTIFY is sent at commit
         conn.execute("SELECT pg_notify('visearch_embedding_queue', '')")
 
 
@@ -206,7 +206,7 @@ def upload_image(
     info = probe_image(data, max_pixels=max_pixels)
     decode_image(data, max_pixels=max_pixels).close()  # a full decode catches truncated files
     digest = hashlib.sha256(data).digest()
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         _get_dataset(conn, dataset_id)
         row = NewImage(
             sha256=digest, width=info.width, height=info.height, format=info.format, source_uri=None,
@@ -228,7 +228,7 @@ def upload_image(
 
 def get_image(db: Database, image_id: int) -> ImageDetail:
     """Raises: NotFoundError."""
-    with db.connect() as conn:
+    with db.pooled() as conn:
         row = conn.execute(read_sql("catalog/image_detail.sql"), {"image_id": image_id}).fetchone()
     if row is None:
         raise NotFoundError(f"unknown image id {image_id}")
@@ -241,7 +241,7 @@ def image_original(db: Database, image_id: int) -> tuple[bytes, str]:
     Raises:
         NotFoundError: unknown image, or ingested by reference and the file is gone.
     """
-    with db.connect() as conn:
+    with db.pooled() as conn:
         row = conn.execute(read_sql("catalog/image_source.sql"), {"image_id": image_id}).fetchone()
     if row is None:
         raise NotFoundError(f"unknown image id {image_id}")
@@ -307,7 +307,7 @@ def annotation_crop(
         InvalidRequestError: size out of range. InvalidBoxError: the box does not fit the image.
     """
     _check_size(size)
-    with db.connect() as conn:
+    with db.pooled() as conn:
         row = conn.execute(
             "SELECT image_id, bbox_x, bbox_y, bbox_w, bbox_h FROM annotations WHERE id = %s", (annotation_id,)
         ).fetchone()

@@ -111,7 +111,7 @@ def record_search(
     """
     objects = result.mode == "objects"
     hits = result.hits
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         _lock_owner(conn, owner)
         conn.execute("DELETE FROM collections WHERE owner = %s AND NOT saved", (owner,))
         collection_id = conn.execute(
@@ -157,13 +157,13 @@ def _one(conn, owner: str, collection_id: int) -> Collection:
 
 def list_collections(db: Database, owner: str, *, saved: bool | None = None) -> list[Collection]:
     """``owner``'s collections, newest first (``saved``: only saved / only temporary)."""
-    with db.connect() as conn:
+    with db.pooled() as conn:
         return _select(conn, owner, saved=saved)
 
 
 def get_collection(db: Database, owner: str, collection_id: int) -> Collection:
     """Raises: NotFoundError: no such collection of ``owner``."""
-    with db.connect() as conn:
+    with db.pooled() as conn:
         return _one(conn, owner, collection_id)
 
 
@@ -178,7 +178,7 @@ def collection_items(
     """
     if offset < 0 or limit < 1:
         raise InvalidRequestError(f"offset must be >= 0 and limit >= 1 (got {offset}, {limit})")
-    with db.connect() as conn:
+    with db.pooled() as conn:
         collection = _one(conn, owner, collection_id)
         return collection, _page(conn, collection_id, offset, limit)
 
@@ -210,7 +210,7 @@ def save_collection(db: Database, owner: str, collection_id: int, name: str) -> 
     name = (name or "").strip()
     if not name:
         raise InvalidRequestError("a saved collection needs a non-empty name")
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         _lock_owner(conn, owner)
         _one(conn, owner, collection_id)
         clash = conn.execute(
@@ -229,12 +229,12 @@ def save_collection(db: Database, owner: str, collection_id: int, name: str) -> 
 
 def delete_collection(db: Database, owner: str, collection_id: int) -> None:
     """Raises: NotFoundError: no such collection of ``owner``."""
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         deleted = conn.execute(
             "DELETE FROM collections WHERE id = %s AND owner = %s RETURNING id", (collection_id, owner)
         ).fetchone()
     if deleted is None:
-        with db.connect() as conn:
+        with db.pooled() as conn:
             _one(conn, owner, collection_id)  # raises the explanatory NotFoundError
 
 
@@ -256,7 +256,7 @@ def tag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[
         InvalidRequestError: no concept names.
     """
     names = _concept_names(concepts)
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         collection = _one(conn, owner, collection_id)
         ids, created = ensure_concepts(conn, names)
         concept_ids = list(dict.fromkeys(ids[n] for n in names))
@@ -280,7 +280,7 @@ def untag_images(db: Database, owner: str, collection_id: int, concepts: Sequenc
         InvalidRequestError: no concept names.
     """
     names = _concept_names(concepts)
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         _one(conn, owner, collection_id)
         concept_ids = [r[0] for r in conn.execute(
             "SELECT id FROM concepts WHERE name = ANY(%s) OR tag = ANY(ARRAY(SELECT concept_tag(n) FROM unnest(%s::text[]) n))",
@@ -312,7 +312,7 @@ def copy_images(
     name = (dataset or "").strip()
     if not name:
         raise InvalidRequestError("give the name of the dataset to copy into")
-    with db.transaction() as conn:
+    with db.pooled() as conn:
         collection = _one(conn, owner, collection_id)
         row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
         if row is None and not create:

@@ -2,8 +2,8 @@
 
 Handlers are thin: they parse, call the library (the same functions as the CLI) and shape the
 response. Database work runs in worker threads (sync handlers with ``sync_to_thread=True``,
-or ``anyio.to_thread`` for the search), each request on its own psycopg connection from
-:meth:`Database.connect`. OpenAPI: ``/schema`` (docs), ``/schema/openapi.json``.
+or ``anyio.to_thread`` for the search), on connections from the process's pool
+(:meth:`Database.pooled`, shared with the search service). OpenAPI: ``/schema`` (docs), ``/schema/openapi.json``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ box that does not fit the image             422     ``invalid_box``
 query item not embedded yet                 422     ``not_embedded``
 other invalid requests (text query on an    422     ``invalid_request``
 image-only model, bad combination, ...)
+no free database connection (overload)      503     ``busy``
 anything else (a bug)                       500     ``internal_error`` (logged)
 ==========================================  ======  =====================================
 """
@@ -28,6 +29,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg_pool import PoolTimeout
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
@@ -120,6 +122,11 @@ def _data_error(request: Request, exc: psycopg.DataError) -> Response[ErrorBody]
     return error_response(422, "invalid_request", f"refused by the database: {message}")
 
 
+def _pool_timeout(request: Request, exc: PoolTimeout) -> Response[ErrorBody]:
+    # every pooled database connection stayed busy for the pool's whole timeout
+    return error_response(503, "busy", "the server is overloaded (no free database connection); retry later")
+
+
 def _internal(request: Request, exc: Exception) -> Response[ErrorBody]:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
@@ -137,6 +144,7 @@ def exception_handlers() -> dict:
         HTTPException: _http_exception,
         psycopg.errors.IntegrityError: _integrity_error,
         psycopg.DataError: _data_error,
+        PoolTimeout: _pool_timeout,
         HTTP_500_INTERNAL_SERVER_ERROR: _internal,
     }
 

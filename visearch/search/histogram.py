@@ -86,7 +86,7 @@ def score_histogram(
     required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
     kind = _KIND[req.mode]
     sample = 1.0 if candidates <= max_considered else max_considered / candidates
-    with db.connect() as conn:
+    with db.pooled() as conn:
         row = get_model(conn, model)
         params = filters.resolve(
             conn,
