@@ -10,7 +10,7 @@ Measures, on a fresh embedded database:
     workers are started and ready, then enabling the dataset (NOTIFY) starts the clock, which
     stops when the dataset's queue is empty. Each worker count gets its own images.
 
-    python bench/bench_worker.py [--images 1000] [--runs 10] [--data-dir DIR]
+    python bench/bench_worker.py [--images 1000] [--runs 10] [--workers 1,2] [--worker-args '--threads 1']
 
 Worker processes run with default options (batch 64, claim 256, decode processes automatic).
 """
@@ -85,13 +85,13 @@ def stop_workers(procs) -> None:
         p.wait(120)
 
 
-def throughput(db, url: str, k: int, images: int, start: int, tmp: Path) -> dict:
+def throughput(db, url: str, k: int, images: int, start: int, tmp: Path, extra: list[str]) -> dict:
     name = f"bench-{k}-workers"
     with db.transaction() as conn:
         conn.execute("INSERT INTO datasets (name, search_enabled) VALUES (%s, false)", (name,))
     folder = subset(tmp / name, images // len(CLASSES), start)
     ingest_folder(db, name, folder, labels_from_folders=True, progress=False)
-    procs = start_workers(url, k, tmp, "--interval", "30")
+    procs = start_workers(url, k, tmp, "--interval", "30", *extra)
     try:
         wait_ready(db, procs)
         with db.connect(autocommit=True) as conn:
@@ -112,11 +112,11 @@ def throughput(db, url: str, k: int, images: int, start: int, tmp: Path) -> dict
     return {"workers": k, "items": queued, "seconds": seconds, "items/s": queued / seconds}
 
 
-def latency(db, url: str, runs: int, tmp: Path) -> list[float]:
+def latency(db, url: str, runs: int, tmp: Path, extra: list[str]) -> list[float]:
     name = "bench-latency"
     with db.transaction() as conn:
         ds = conn.execute("INSERT INTO datasets (name) VALUES (%s) RETURNING id", (name,)).fetchone()[0]
-    procs = start_workers(url, 1, tmp, "--interval", "3600")  # only NOTIFY can wake it in time
+    procs = start_workers(url, 1, tmp, "--interval", "3600", *extra)  # only NOTIFY can wake it in time
     times = []
     try:
         wait_ready(db, procs)
@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000, help="images per throughput run (multiple of 10)")
     parser.add_argument("--runs", type=int, default=10, help="inserts timed for latency")
     parser.add_argument("--data-dir", type=Path, default=None, help="embedded server data (default: a temp dir)")
+    parser.add_argument("--workers", default="1,2", help="worker counts for throughput, e.g. 1,2")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--worker-args", default="", help="extra `visearch worker` options, e.g. '--threads 1'")
     args = parser.parse_args()
     if not CIFAR.exists():
         sys.exit(f"missing {CIFAR}: see ../shared/data/README.md")
@@ -156,14 +159,18 @@ def main() -> None:
         tmp = Path(tmp_name)
         settings = Settings(data_dir=args.data_dir or tmp / "data", database_url=None)
         db = open_database(settings)
-        t_lat = latency(db, db.url, args.runs, tmp)
-        rows = [throughput(db, db.url, k, args.images, start=(k - 1) * (args.images // 10), tmp=tmp)
-                for k in (1, 2)]
+        extra = args.worker_args.split()
+        t_lat = [] if args.skip_latency else latency(db, db.url, args.runs, tmp, extra)
+        counts = [int(k) for k in args.workers.split(",")]
+        rows = [throughput(db, db.url, k, args.images, start=i * (args.images // 10), tmp=tmp, extra=extra)
+                for i, k in enumerate(counts)]
     t_lat.sort()
-    print(f"\nfreshness: external INSERT -> searchable, {len(t_lat)} inserts, 1 idle worker (--interval 3600)")
-    print(tabulate([[statistics.median(t_lat), t_lat[int(0.9 * (len(t_lat) - 1))], max(t_lat)]],
-                   headers=["median s", "p90 s", "max s"], floatfmt=".3f"))
-    print(f"\nqueue throughput: CIFAR-10 test images (32x32 JPEG), efficientnet-lite0, {os.cpu_count()} CPUs")
+    if t_lat:
+        print(f"\nfreshness: external INSERT -> searchable, {len(t_lat)} inserts, 1 idle worker (--interval 3600)")
+        print(tabulate([[statistics.median(t_lat), t_lat[int(0.9 * (len(t_lat) - 1))], max(t_lat)]],
+                       headers=["median s", "p90 s", "max s"], floatfmt=".3f"))
+    print(f"\nqueue throughput: CIFAR-10 test images (32x32 JPEG), efficientnet-lite0, {os.cpu_count()} CPUs,"
+          f" worker options: {args.worker_args or 'defaults'}")
     print(tabulate([[r["workers"], r["items"], r["seconds"], r["items/s"]] for r in rows],
                    headers=["workers", "items", "seconds", "items/s"], floatfmt=".1f"))
 

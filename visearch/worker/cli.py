@@ -30,11 +30,14 @@ from visearch.cli import _Context, _fail, pass_ctx
               help="With several active models: seconds per model per pass.")
 @click.option("--decode-workers", type=click.IntRange(min=0), default=None,
               help="Decode processes (default: automatic).")
+@click.option("--threads", "torch_threads", type=click.IntRange(min=1), default=None,
+              help="Inference threads (default: all cores). Several workers on one machine: "
+                   "about cores / workers each.")
 @click.option("--model", "models", multiple=True,
               help="Embed only this model (repeatable). Default: every active model.")
 @pass_ctx
 def worker(obj: _Context, interval, batch_size, claim_size, lease_seconds, max_attempts, backoff_seconds,
-           slice_seconds, decode_workers, models):
+           slice_seconds, decode_workers, torch_threads, models):
     """Keep embeddings fresh: embed new and changed images and boxes as they arrive.
 
     Embeds every active model (a model added meanwhile is picked up; VISEARCH_MODEL only names
@@ -51,7 +54,7 @@ def worker(obj: _Context, interval, batch_size, claim_size, lease_seconds, max_a
     options = WorkerOptions(
         interval=interval, batch_size=batch_size or obj.settings.batch_size, claim_size=claim_size,
         lease_seconds=lease_seconds, max_attempts=max_attempts, backoff_seconds=backoff_seconds,
-        slice_seconds=slice_seconds, decode_workers=decode_workers,
+        slice_seconds=slice_seconds, decode_workers=decode_workers, torch_threads=torch_threads,
     )
     try:
         pinned = list(models) or ([obj.settings.model] if model_from_command_line() else [])

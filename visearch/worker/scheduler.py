@@ -93,6 +93,11 @@ class WorkerOptions:
         heartbeat_seconds: how often the listener thread marks the worker alive.
         bulk_load_min_items: passed to :func:`embed_pending`; by default the worker never drops
             a model's HNSW index (searches keep using it) and inserts into it instead.
+        torch_threads: intra-op threads for inference (``torch.set_num_threads``); ``None``:
+            torch's default (all cores). With several workers on one machine give each about
+            cores / workers: oversubscribed OpenMP threads spin against each other (on a shared
+            2-core machine, bench/bench_worker.py: two workers at torch's default drained 12-16
+            items/s, two with 1 thread each 96 items/s).
     """
 
     interval: float = 30.0
@@ -105,6 +110,7 @@ class WorkerOptions:
     decode_workers: int | None = None
     heartbeat_seconds: float = 5.0
     bulk_load_min_items: int = 2**62
+    torch_threads: int | None = None
 
 
 class EmbeddingWorker:
@@ -161,6 +167,10 @@ class EmbeddingWorker:
 
         if handle_signals:
             self._install_signal_handlers()
+        if self.options.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.options.torch_threads)
         logging.getLogger("apscheduler.scheduler").addFilter(_SkipWarningFilter())
         with self.db.connect(autocommit=True) as conn:
             conn.execute(read_sql("status/worker_cleanup.sql"))
