@@ -7,7 +7,8 @@ What it does, end to end (it stops by itself):
    with efficientnet-lite0 takes long on a small CPU), ingested with ``--labels-from-folders``
    and embedded. Re-runs reuse what is there.
 2. Starts ``visearch serve --host 127.0.0.1 --port <free port>`` as a subprocess on the same
-   data dir (it joins the same embedded PostgreSQL server) and waits for ``/health``.
+   data dir (it joins the same embedded PostgreSQL server) and waits for ``/health``; once per
+   ``--torch-threads`` value (default: torch's default, then 1 thread per inference).
 3. For each scenario, with 1 and with 8 concurrent clients (threads, one keep-alive HTTP
    connection each), sends a bounded number of requests after a short warm-up and reports
    p50/p95 latency and requests/s:
@@ -17,6 +18,11 @@ What it does, end to end (it stops by itself):
    Every request also stores its ranking (100 items) as the caller's temporary collection;
    all clients are ``anonymous`` (no API keys), so they share one temporary collection.
 4. Stops the server.
+
+Uploads run the model in the server: with torch's default (one intra-op thread per core) the
+inferences of concurrent requests, and any other process on the machine, oversubscribe the
+cores and single requests stall now and then; ``--torch-threads 1`` trades single-request
+speed on an idle machine for steady latency.
 
 Usage:  python bench/bench_http.py [--per-class 200] [--requests 150] [--data-dir DIR]
 """
@@ -80,13 +86,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, log_path: Path, torch_threads: int) -> subprocess.Popen:
     env = os.environ | {"VISEARCH_DATA_DIR": str(data_dir)}
     env.pop("VISEARCH_API_KEYS", None)
     log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "visearch", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
+         "--no-access-log", "--log-level", "warning", "--torch-threads", str(torch_threads)],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 180
@@ -154,16 +160,15 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=150, help="timed requests per scenario and client count")
     ap.add_argument("--warmup", type=int, default=3, help="untimed requests per client first")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--torch-threads", type=int, nargs="+", default=[0, 1],
+                    help="visearch serve --torch-threads values to compare (0: torch's default)")
     args = ap.parse_args()
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     args.data_dir.chmod(0o755)
     ids = prepare(args.data_dir, args.per_class)
     uploads = [p.read_bytes() for p in sorted(CIFAR.glob("*/*.jpg"))[::97][:100]]
-    port = free_port()
     log_path = args.data_dir / "serve.log"
-    server = start_server(args.data_dir, port, log_path)
-    base = f"http://127.0.0.1:{port}"
 
     def by_id(http, rng, bins=20):
         return http.post("/v1/search", json={"image_ids": [rng.choice(ids)], "limit": 10, "histogram_bins": bins})
@@ -177,23 +182,27 @@ def main() -> None:
 
     scenarios = [("image_id", by_id), ("image_id, no histogram", by_id_no_histogram), ("upload", by_upload)]
     rows = []
-    try:
-        probe = httpx.post(f"{base}/v1/search", json={"image_ids": [ids[0]], "limit": 10}, timeout=120).json()
-        print(f"{len(ids)} images; a search: {probe['candidates']} candidates, "
-              f"{'exact' if probe['exact'] else 'HNSW'}, model {probe['model']}", flush=True)
-        for name, fn in scenarios:
-            for clients in args.clients:
-                total = max(args.requests, clients * 10)
-                r = run_scenario(base, fn, clients, total, args.warmup)
-                rows.append((name, clients, r))
-                print(f"  {name:<24} clients={clients}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
-                      f"{r['rps']:.1f} req/s, errors {r['errors']} {r['first_error']}", flush=True)
-    finally:
-        server.terminate()
+    for threads in args.torch_threads:
+        port = free_port()
+        server = start_server(args.data_dir, port, log_path, threads)
+        base = f"http://127.0.0.1:{port}"
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            probe = httpx.post(f"{base}/v1/search", json={"image_ids": [ids[0]], "limit": 10}, timeout=120).json()
+            print(f"serve --torch-threads {threads}: {len(ids)} images; a search: {probe['candidates']} "
+                  f"candidates, {'exact' if probe['exact'] else 'HNSW'}, model {probe['model']}", flush=True)
+            for name, fn in scenarios:
+                for clients in args.clients:
+                    total = max(args.requests, clients * 10)
+                    r = run_scenario(base, fn, clients, total, args.warmup)
+                    rows.append((name, threads or "default", clients, r))
+                    print(f"  {name:<24} clients={clients}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
+                          f"{r['rps']:.1f} req/s, errors {r['errors']} {r['first_error']}", flush=True)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
     from tabulate import tabulate
 
@@ -201,9 +210,9 @@ def main() -> None:
     print(f"POST /v1/search on {len(ids)} CIFAR-10 test images (efficientnet-lite0, 1280-d), "
           f"visearch serve on 127.0.0.1, {os.cpu_count()} CPU cores")
     print(tabulate(
-        [(name, c, r["requests"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['rps']:.1f}", r["errors"])
-         for name, c, r in rows],
-        headers=["query", "clients", "requests", "p50 ms", "p95 ms", "req/s", "errors"],
+        [(name, t, c, r["requests"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['rps']:.1f}", r["errors"])
+         for name, t, c, r in rows],
+        headers=["query", "torch threads", "clients", "requests", "p50 ms", "p95 ms", "req/s", "errors"],
     ))
 
 
