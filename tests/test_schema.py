@@ -164,3 +164,22 @@ def test_enqueue_sends_a_notification(db):
         writer.commit()
         notes = list(listener.notifies(timeout=5, stop_after=1))
     assert [n.channel for n in notes] == ["visearch_embedding_queue"]
+
+
+def test_an_item_changed_while_being_embedded_stays_queued_and_claimable(db):
+    from visearch.db import queue
+
+    with db.connect() as conn:
+        conn.execute("INSERT INTO embedding_models (name, dim, embeds_text) VALUES ('m', 3, false)")
+        box = _box(conn, _image(conn, _dataset(conn)), 1, 1, 10, 10)
+        conn.commit()
+        claims = queue.claim(conn, model_id=1, worker="w1", limit=10, lease_seconds=600)
+        assert len(claims) == 2
+        conn.execute("UPDATE annotations SET bbox_w = 20 WHERE id = %s", (box,))  # moved meanwhile
+        conn.commit()
+        with conn.transaction():
+            done = queue.complete(conn, model_id=1, worker="w1", claims=claims)
+        assert done == {("image", 1)}
+        # the moved box is queued again and free for any worker right away
+        again = queue.claim(conn, model_id=1, worker="w2", limit=10, lease_seconds=600)
+        assert [(c.item_kind, c.item_id, c.attempts) for c in again] == [("object", box, 1)]

@@ -57,6 +57,8 @@ def complete(
 ) -> set[tuple[str, int]]:
     """Dequeue finished claims still held by ``worker``; return their (kind, id).
 
+    Claims whose item was queued again meanwhile (it changed while being embedded) are not
+    returned: they stay queued and their claim is given back for another round at once.
     Call inside the transaction that writes the vectors.
     """
     if not claims:
@@ -71,7 +73,19 @@ def complete(
             "enqueued_at": [c.enqueued_at for c in claims],
         },
     ).fetchall()
-    return {(k, i) for k, i in rows}
+    done = {(k, i) for k, i in rows}
+    changed = [c for c in claims if (c.item_kind, c.item_id) not in done]
+    if changed:
+        conn.execute(
+            read_sql("queue/release_changed.sql"),
+            {
+                "model_id": model_id,
+                "worker": worker,
+                "kinds": [c.item_kind for c in changed],
+                "ids": [c.item_id for c in changed],
+            },
+        )
+    return done
 
 
 def fail(
