@@ -78,7 +78,7 @@ def _assert_histogram(res):
     h = res["histogram"]
     assert h["range"] == "observed" and h["bins"] == len(h["counts"]) == len(h["edges"]) - 1
     assert sum(h["counts"]) == h["considered"] == res["candidates"]
-    assert not h["sampled"]
+    assert not h["sampled"] and not res["candidates_capped"]
     if res["items"]:
         assert h["lo"] <= min(i["score"] for i in res["items"]) + 1e-9
         assert h["hi"] >= max(i["score"] for i in res["items"]) - 1e-9
@@ -179,6 +179,23 @@ def test_filters_concepts_required_and_excluded_metadata_and_created_range(clien
     assert res["histogram"]["considered"] == 0
     res = _search(client, image_ids=[1], created_from="2000-01-01T00:00:00Z", limit=10)
     assert res["candidates"] == 128
+
+
+def test_histogram_samples_large_candidate_sets_and_counts_capped_ones_in_full(client, coco, api_settings):
+    from visearch.search import SearchRequest, search
+    from visearch.search.histogram import score_histogram
+
+    req = SearchRequest(image_ids=[1], limit=5)
+    result = search(coco, req, api_settings)
+    h = score_histogram(coco, req, result.query_vector, model=result.model, candidates=result.candidates,
+                        max_considered=40)
+    assert h.sampled and sum(h.counts) == h.considered and 10 < h.considered < 100  # Bernoulli, p = 40/128
+    capped = api_settings.model_copy(update={"count_candidates_max": 20})
+    with TestClient(create_app(capped, coco)) as c:
+        res = c.post("/v1/search", json={"image_ids": [1], "limit": 5}).json()
+    assert res["candidates_capped"] is True and res["candidates"] < 128
+    assert res["histogram"]["considered"] == sum(res["histogram"]["counts"]) == 128
+    assert not res["histogram"]["sampled"]
 
 
 def test_score_range_cuts_and_says_so(client):

@@ -66,7 +66,8 @@ def search_to_collection(
     vector = getattr(result, "query_vector", None)
     if histogram_bins and vector is not None:
         histogram = score_histogram(
-            db, req, vector, model=result.model, candidates=result.candidates, bins=histogram_bins,
+            db, req, vector, model=result.model, candidates=result.candidates,
+            candidates_capped=getattr(result, "candidates_capped", False), bins=histogram_bins,
             max_considered=DEFAULT_MAX_CONSIDERED,
         )
     stored = dict(query or {})

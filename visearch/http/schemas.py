@@ -89,8 +89,9 @@ class ScoreHistogramOut(Struct):
     """Score distribution over the search's candidates (items passing the filters; the score
     range and limit not applied). ``bins`` equal-width bins over the observed score range
     [lo, hi]: bin k covers [edges[k], edges[k+1]), the last one is closed. ``sum(counts) ==
-    considered``, which equals the search's ``candidates`` unless ``sampled`` (more than 100,000
-    candidates: a random sample of about 100,000 was scored)."""
+    considered``, which is the number of candidates (the search's ``candidates`` unless it is
+    capped) unless ``sampled`` (more than 100,000 candidates: a random sample of about 100,000
+    was scored)."""
 
     bins: int
     lo: float | None
@@ -145,7 +146,9 @@ class SearchResponse(Struct):
     model: str
     query_source: Annotated[str, Meta(description="text | image | image_ids | annotation | concepts")]
     exact: Annotated[bool, Meta(description="true: exact scan; false: HNSW index (approximate)")]
-    candidates: Annotated[int, Meta(description="items that passed the filters, before score range and limit")]
+    candidates: Annotated[int, Meta(description="items that passed the filters, before score range and limit "
+                                                "(counted up to the server's cap: see candidates_capped)")]
+    candidates_capped: Annotated[bool, Meta(description="true: there are at least `candidates` (counting stopped)")]
     total: Annotated[int, Meta(description="ranked items kept in the collection (<= depth)")]
     offset: int
     limit: int

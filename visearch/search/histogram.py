@@ -10,9 +10,11 @@ band of cosine similarity to the query. Computed in the database, in one stateme
   ``bins + 1`` boundaries, bin ``k`` is ``[edges[k], edges[k+1])`` and the last one is closed;
 * the score range (``min_score``/``max_score``) and the limit are not applied: the histogram
   shows the whole candidate set, so a client can see where a threshold would cut;
-* ``sum(counts) == considered``; ``considered == candidates`` unless the candidate set is
-  larger than ``max_considered``, in which case a Bernoulli sample of about that many is
-  scored (``sampled`` is then true) to bound the cost of scoring every vector.
+* ``sum(counts) == considered``; ``considered`` is the number of candidates unless the
+  candidate set is larger than ``max_considered``, in which case a Bernoulli sample of about
+  that many is scored (``sampled`` is then true) to bound the cost of scoring every vector.
+  (When the search capped its own count, ``SearchResult.candidates_capped``, the candidates are
+  counted here in full first.)
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def score_histogram(
     *,
     model: str,
     candidates: int,
+    candidates_capped: bool = False,
     bins: int = DEFAULT_BINS,
     max_considered: int = DEFAULT_MAX_CONSIDERED,
 ) -> ScoreHistogram:
@@ -73,6 +76,8 @@ def score_histogram(
         model: the model that scored it (``SearchResult.model``).
         candidates: how many candidates the search counted (``SearchResult.candidates``),
             used to decide on sampling.
+        candidates_capped: the search stopped counting at ``candidates``
+            (``SearchResult.candidates_capped``): they are counted here in full first.
         bins: number of equal-width bins, 1..MAX_BINS.
         max_considered: score at most about this many candidates (sample beyond).
 
@@ -85,7 +90,6 @@ def score_histogram(
     parsed = parse_query(req.query) if req.query else None
     required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
     kind = _KIND[req.mode]
-    sample = 1.0 if candidates <= max_considered else max_considered / candidates
     with db.pooled() as conn:
         row = get_model(conn, model)
         params = filters.resolve(
@@ -98,9 +102,11 @@ def score_histogram(
             created_from=req.created_from,
             created_to=req.created_to,
         )
-        sql = read_sql("search/score_histogram.sql").format(
-            candidates=read_sql(f"search/{kind}_candidates.sql")
-        )
+        candidates_sql = read_sql(f"search/{kind}_candidates.sql")
+        if candidates_capped:  # the search only knows "at least": the sample needs the real count
+            candidates = conn.execute(f"SELECT count(*) FROM ({candidates_sql}) AS c", params).fetchone()[0]
+        sample = 1.0 if candidates <= max_considered else max_considered / candidates
+        sql = read_sql("search/score_histogram.sql").format(candidates=candidates_sql)
         lo, hi, considered, counts = conn.execute(
             sql, {**params, "query": np.asarray(query_vector, dtype=np.float32), "bins": bins, "sample": sample}
         ).fetchone()
