@@ -3,7 +3,6 @@ prefers the index (on coco128's 128 images an exact scan is cheaper, and it pick
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from visearch.errors import InvalidRequestError, NotFoundError
-from visearch.search.query import concept_tag
+from visearch.search.query import concept_tag, parse_query
 
 
 def resolve_dataset_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[int] | None:
@@ -94,4 +94,21 @@ def is_filtered(params: dict[str, Any]) -> bool:
         or params["metadata"] is not None
         or params["created_from"]
         or params["created_to"]
+    )
+
+
+def request_params(conn: psycopg.Connection, req, model_id: int) -> dict[str, Any]:
+    """The candidate-query parameters of a :class:`~visearch.search.service.SearchRequest`:
+    its ``#concept`` terms (from the query text and ``req.concepts``) and every other filter."""
+    parsed = parse_query(req.query) if req.query else None
+    required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
+    return resolve(
+        conn,
+        model_id=model_id,
+        datasets=req.datasets,
+        concepts=required,
+        exclude_concepts=req.exclude_concepts,
+        metadata=req.metadata,
+        created_from=req.created_from,
+        created_to=req.created_to,
     )

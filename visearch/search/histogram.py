@@ -27,7 +27,6 @@ from visearch.db.database import Database
 from visearch.db.models import get_model
 from visearch.resources import read_sql
 from visearch.search import filters
-from visearch.search.query import parse_query
 from visearch.search.service import _KIND, SearchRequest
 
 #: Default number of bins, and the largest accepted.
@@ -87,21 +86,10 @@ def score_histogram(
     """
     if not 1 <= bins <= MAX_BINS:
         raise ValueError(f"bins must be in [1, {MAX_BINS}], not {bins}")
-    parsed = parse_query(req.query) if req.query else None
-    required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
     kind = _KIND[req.mode]
     with db.pooled() as conn:
         row = get_model(conn, model)
-        params = filters.resolve(
-            conn,
-            model_id=row.id,
-            datasets=req.datasets,
-            concepts=required,
-            exclude_concepts=req.exclude_concepts,
-            metadata=req.metadata,
-            created_from=req.created_from,
-            created_to=req.created_to,
-        )
+        params = filters.request_params(conn, req, row.id)
         candidates_sql = read_sql(f"search/{kind}_candidates.sql")
         if candidates_capped:  # the search only knows "at least": the sample needs the real count
             candidates = conn.execute(f"SELECT count(*) FROM ({candidates_sql}) AS c", params).fetchone()[0]

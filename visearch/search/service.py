@@ -144,24 +144,13 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
     """
     settings = settings or get_settings()
     _validate(req)
-    parsed = parse_query(req.query) if req.query else None
-    text = parsed.text if parsed else None
-    required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
+    text = parse_query(req.query).text if req.query else None
     kind = _KIND[req.mode]
     with db.pooled() as conn:
         dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
         model = resolve_search_model(conn, req.model, settings, dataset_ids=dataset_ids, needs_text=bool(text))
         coverage = search_coverage(conn, model, kind, dataset_ids)
-        params = filters.resolve(
-            conn,
-            model_id=model.id,
-            datasets=req.datasets,
-            concepts=required,
-            exclude_concepts=req.exclude_concepts,
-            metadata=req.metadata,
-            created_from=req.created_from,
-            created_to=req.created_to,
-        )
+        params = filters.request_params(conn, req, model.id)
         candidates_sql = read_sql(f"search/{kind}_candidates.sql")
         qv = resolve_query_vector(
             conn, model, kind, req, text=text, params=params, candidates_sql=candidates_sql,
