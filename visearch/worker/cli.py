@@ -31,8 +31,8 @@ from visearch.cli import _Context, _fail, pass_ctx
 @click.option("--decode-workers", type=click.IntRange(min=0), default=None,
               help="Decode processes (default: automatic).")
 @click.option("--threads", "torch_threads", type=click.IntRange(min=1), default=None,
-              help="Inference threads (default: all cores). Several workers on one machine: "
-                   "about cores / workers each.")
+              help="Inference threads (default: the cores divided by the live workers on this "
+                   "machine, re-checked after every batch).")
 @click.option("--model", "models", multiple=True,
               help="Embed only this model (repeatable). Default: every active model.")
 @pass_ctx

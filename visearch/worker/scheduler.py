@@ -94,10 +94,10 @@ class WorkerOptions:
         bulk_load_min_items: passed to :func:`embed_pending`; by default the worker never drops
             a model's HNSW index (searches keep using it) and inserts into it instead.
         torch_threads: intra-op threads for inference (``torch.set_num_threads``); ``None``:
-            torch's default (all cores). With several workers on one machine give each about
-            cores / workers: oversubscribed OpenMP threads spin against each other (on a shared
-            2-core machine, bench/bench_worker.py: two workers at torch's default drained 12-16
-            items/s, two with 1 thread each 96 items/s).
+            cores divided by the live workers on this host, re-checked after every batch.
+            Oversubscribed OpenMP threads spin against each other (on a 2-core machine,
+            bench/bench_worker.py: two workers at torch's default drained 12.8 items/s, two
+            with 1 thread each 91 items/s).
     """
 
     interval: float = 30.0
@@ -331,6 +331,8 @@ class EmbeddingWorker:
             decode_workers = 0
         deadline = _Deadline(self._stop, opts.slice_seconds if sliced else None)
         progress = _Progress(self, conn, row.id, model.name)
+        if opts.torch_threads is None:
+            self._share_cores(conn)
         report = embed_pending(
             self.db, model, batch_size=opts.batch_size,
             claim_size=opts.claim_size or 4 * opts.batch_size, num_workers=decode_workers,
@@ -341,6 +343,21 @@ class EmbeddingWorker:
         )
         progress.finish(report)
         return deadline.expired and not self._stop.is_set()
+
+    def _share_cores(self, conn: psycopg.Connection) -> None:
+        """Give inference cores / (live workers on this host) threads (re-checked every batch).
+
+        Two workers each running torch's default (all cores) oversubscribe the CPU, and OpenMP
+        threads spinning against each other made two workers 7x slower than one on 2 cores
+        (bench/bench_worker.py); one thread each ran 1.8x faster than one worker alone.
+        """
+        import torch
+
+        live = conn.execute(read_sql("status/workers_on_host.sql"), {"host": socket.gethostname()}).fetchone()[0]
+        threads = max(1, (os.cpu_count() or 1) // max(1, live))
+        if torch.get_num_threads() != threads:
+            log.info("%d live workers on this host: %d inference threads", live, threads)
+            torch.set_num_threads(threads)
 
     def _backlog(self, conn: psycopg.Connection, model_id: int) -> int:
         """Items of the model a worker could claim now or later (not failed, dataset enabled)."""
@@ -410,6 +427,8 @@ class _Progress:
         batch_rate = items / seconds if seconds > 0 else 0.0
         self.rate = batch_rate if self.rate is None else 0.3 * batch_rate + 0.7 * self.rate
         self.items += items
+        if self.worker.options.torch_threads is None:
+            self.worker._share_cores(self.conn)
         backlog = self.worker._backlog(self.conn, self.model_id)
         log.info("%s: %d items in %.2f s (%.1f items/s), backlog %d",
                  self.model_name, items, seconds, batch_rate, backlog)
