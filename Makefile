@@ -25,8 +25,11 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
 	$(BIN)/python bench/bench_embedding.py
 	$(BIN)/python bench/bench_search.py
+	$(BIN)/python bench/bench_worker.py
+	$(BIN)/python bench/bench_http.py
 
 clean:
 	rm -rf $(VENV)
