@@ -92,3 +92,34 @@ def coco_mini() -> Path:
 @pytest.fixture(scope="session")
 def cifar10() -> Path:
     return shared_data("cifar10-test")
+
+
+def save_tiny_openclip(tmp_path_factory, prefix: str = "visearch-tiny"):
+    """A tiny randomly initialised open_clip architecture saved as a local checkpoint file
+    (no pretrained weights can be downloaded here; tests of the OpenCLIP path use this).
+
+    Returns ``(arch, checkpoint_path, state_dict)``; load it with ``openclip:<arch>/<path>``.
+    """
+    import json
+    import uuid
+
+    import torch
+
+    from visearch.embedding.torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    import open_clip
+
+    arch = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path_factory.mktemp("openclip-cfg")
+    (folder / f"{arch}.json").write_text(json.dumps({
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch)  # random init, on purpose (test only)
+    checkpoint = tmp_path_factory.mktemp("openclip-ckpt") / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), checkpoint)
+    return arch, checkpoint, model.state_dict()

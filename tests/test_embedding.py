@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import pickle
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_tiny_openclip
 import torch
 from PIL import Image
 from skimage import data as skdata
@@ -155,24 +155,7 @@ def test_registry_caches_and_rejects_unknown(effnet):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A tiny randomly initialised open_clip architecture, saved as a local checkpoint file."""
-    from visearch.embedding.torchvision_compat import ensure_torchvision_importable
-
-    ensure_torchvision_importable()
-    import open_clip
-
-    arch = f"visearch-tiny-{uuid.uuid4().hex[:8]}"
-    folder = tmp_path_factory.mktemp("openclip-cfg")
-    (folder / f"{arch}.json").write_text(json.dumps({
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }))
-    open_clip.add_model_config(folder)
-    torch.manual_seed(0)
-    model = open_clip.create_model(arch)  # random init, on purpose (test only)
-    checkpoint = tmp_path_factory.mktemp("openclip-ckpt") / "open_clip_pytorch_model.bin"
-    torch.save(model.state_dict(), checkpoint)
-    return arch, checkpoint, model.state_dict()
+    return save_tiny_openclip(tmp_path_factory)
 
 
 def test_openclip_local_checkpoint(tiny_clip, photos):

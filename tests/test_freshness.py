@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from visearch.search import SearchRequest, search
 from visearch.worker.control import add_model, list_models, set_search_enabled
 from visearch.worker.status import collect_status, format_status
 
-from conftest import shared_data
+from conftest import save_tiny_openclip, shared_data
 
 # ------------------------------------------------------------------ helpers (also used by test_worker)
 
@@ -112,24 +111,7 @@ def effnet():
 @pytest.fixture(scope="module")
 def tiny_clip_spec(tmp_path_factory) -> str:
     """A tiny randomly initialised open_clip model saved as a checkpoint: the 'new' model."""
-    import torch
-
-    from visearch.embedding.torchvision_compat import ensure_torchvision_importable
-
-    ensure_torchvision_importable()
-    import open_clip
-
-    arch = f"visearch-fresh-{uuid.uuid4().hex[:8]}"
-    folder = tmp_path_factory.mktemp("openclip-cfg")
-    (folder / f"{arch}.json").write_text(json.dumps({
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }))
-    open_clip.add_model_config(folder)
-    torch.manual_seed(0)
-    checkpoint = tmp_path_factory.mktemp("openclip-ckpt") / "open_clip_pytorch_model.bin"
-    torch.save(open_clip.create_model(arch).state_dict(), checkpoint)
+    arch, checkpoint, _ = save_tiny_openclip(tmp_path_factory, "visearch-fresh")
     return f"openclip:{arch}/{checkpoint}"
 
 
