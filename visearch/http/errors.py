@@ -37,7 +37,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from visearch.embedding.crops import InvalidBoxError
 from visearch.embedding.decode import ImageDecodeError
-from visearch.errors import ConflictError, InvalidRequestError, NotEmbeddedError, NotFoundError, VisearchError
+from visearch.errors import ConflictError, NotEmbeddedError, NotFoundError, VisearchError
 from visearch.http.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ def _visearch_error(request: Request, exc: VisearchError) -> Response[ErrorBody]
         return _decode_error(cause, str(exc))
     if isinstance(cause, InvalidBoxError):
         return error_response(422, "invalid_box", str(exc))
-    if isinstance(exc, InvalidRequestError):
-        return error_response(422, "invalid_request", str(exc))
-    return error_response(422, "invalid_request", str(exc))
+    return error_response(422, "invalid_request", str(exc))  # InvalidRequestError and the rest
 
 
 def _image_decode_error(request: Request, exc: ImageDecodeError) -> Response[ErrorBody]:
