@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from visearch.config import Settings
 from visearch.db.database import Database
@@ -41,7 +41,6 @@ class EmbedJobState:
     last_error: str | None = None
     embedded_total: int = 0  # items embedded by this server process's jobs
     rounds: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class EmbedJobs:
