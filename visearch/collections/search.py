@@ -67,7 +67,7 @@ def search_to_collection(
     if histogram_bins and vector is not None:
         histogram = score_histogram(
             db, req, vector, model=result.model, candidates=result.candidates,
-            candidates_capped=getattr(result, "candidates_capped", False), bins=histogram_bins,
+            candidates_capped=result.candidates_capped, bins=histogram_bins,
             max_considered=DEFAULT_MAX_CONSIDERED,
         )
     stored = dict(query or {})

@@ -56,7 +56,7 @@ def coverage(c: Any) -> s.CoverageOut | None:
     if c is None:
         return None
     return s.CoverageOut(kind=c.kind, total=c.total, ready=c.ready, queued=c.queued, failed=c.failed,
-                         unqueued=getattr(c, "unqueued", 0))
+                         unqueued=c.unqueued)
 
 
 def collection(c: Collection) -> s.CollectionOut:

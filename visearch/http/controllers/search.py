@@ -113,9 +113,9 @@ def _run(db: DB, settings: AppSettings, owner: str, body: SearchBody, image: byt
     r = kept.result
     return SearchResponse(
         collection_id=c.id, mode=r.mode, model=r.model, query_source=r.query_source, exact=r.exact,
-        candidates=r.candidates, candidates_capped=getattr(r, "candidates_capped", False), total=c.items, offset=0, limit=body.limit,
+        candidates=r.candidates, candidates_capped=r.candidates_capped, total=c.items, offset=0, limit=body.limit,
         items=[convert.item(i) for i in kept.page], next_offset=nxt, next_url=url, note=r.note,
-        coverage=convert.coverage(getattr(r, "coverage", None)), histogram=convert.histogram(kept.histogram),
+        coverage=convert.coverage(r.coverage), histogram=convert.histogram(kept.histogram),
     )
 
 
