@@ -207,7 +207,6 @@ def upload_image(
     decode_image(data, max_pixels=max_pixels).close()  # a full decode catches truncated files
     digest = hashlib.sha256(data).digest()
     with db.pooled() as conn:
-        _get_dataset(conn, dataset_id)
         row = NewImage(
             sha256=digest, width=info.width, height=info.height, format=info.format, source_uri=None,
             file_name=file_name, external_id=None, metadata=metadata or {}, data=data,
@@ -219,10 +218,9 @@ def upload_image(
             ids, _ = ensure_concepts(conn, labels)
             pairs = [(ref.id, cid) for cid in dict.fromkeys(ids[n] for n in labels if n and n.strip())]
             labels_added = insert_labels(conn, pairs, source=UPLOAD_LABEL_SOURCE)
-        fmt = conn.execute("SELECT format FROM images WHERE id = %s", (ref.id,)).fetchone()[0]
     return UploadedImage(
         id=ref.id, dataset_id=dataset_id, created=digest in added, width=ref.width, height=ref.height,
-        format=fmt, sha256=digest.hex(), labels_added=labels_added,
+        format=info.format, sha256=digest.hex(), labels_added=labels_added,
     )
 
 
