@@ -28,6 +28,7 @@ from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
 from visearch.ingest.files import path_from_source_uri
 from visearch.ingest.writer import NewImage, ensure_concepts, insert_images, insert_labels
 from visearch.resources import read_sql
+from visearch.worker.status import ALIVE_SECONDS
 
 #: ``image_labels.source`` of labels given with an upload.
 UPLOAD_LABEL_SOURCE = "manual"
@@ -162,8 +163,9 @@ def dataset_status(db: Database, dataset_id: int) -> DatasetStatus:
     return DatasetStatus(info, report.datasets, report.failures, report.workers)
 
 
-def live_workers(db: Database, *, alive_seconds: float = 30.0) -> int:
-    """How many ``visearch worker`` processes are alive (heartbeat within ``alive_seconds``)."""
+def live_workers(db: Database, *, alive_seconds: float = ALIVE_SECONDS) -> int:
+    """How many ``visearch worker`` processes are alive (heartbeat within ``alive_seconds``,
+    the same rule as ``visearch status``)."""
     with db.pooled() as conn:
         return conn.execute(
             "SELECT count(DISTINCT worker_id) FROM embedding_workers"
@@ -173,9 +175,11 @@ def live_workers(db: Database, *, alive_seconds: float = 30.0) -> int:
 
 
 def notify_workers(db: Database) -> None:
-    """Wake the running workers now (they LISTEN on ``visearch_embedding_queue``)."""
+    """Wake the running workers now (they LISTEN on :data:`visearch.worker.scheduler.CHANNEL`)."""
+    from visearch.worker.scheduler import CHANNEL
+
     with db.pooled() as conn:  # NOTIFY is sent at commit
-        conn.execute("SELECT pg_notify('visearch_embedding_queue', '')")
+        conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
 
 # ---- images -----------------------------------------------------------------------------------
