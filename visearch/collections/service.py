@@ -314,10 +314,13 @@ def copy_images(
         raise InvalidRequestError("give the name of the dataset to copy into")
     with db.pooled() as conn:
         collection = _one(conn, owner, collection_id)
-        row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
-        if row is None and not create:
-            raise NotFoundError(f"unknown dataset {name!r}: create it first, or pass create=true")
-        dataset_id = row[0] if row is not None else ensure_dataset(conn, name)
+        if create:
+            dataset_id = ensure_dataset(conn, name)
+        else:
+            row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"unknown dataset {name!r}: create it first, or pass create=true")
+            dataset_id = row[0]
         pairs = conn.execute(
             read_sql("collections/copy_images.sql"), {"collection_id": collection_id, "dataset_id": dataset_id}
         ).fetchall()
