@@ -163,6 +163,15 @@ def dataset_status(db: Database, dataset_id: int) -> DatasetStatus:
     return DatasetStatus(info, report.datasets, report.failures, report.workers)
 
 
+def queued_items(db: Database, dataset_id: int) -> int:
+    """Items of the dataset waiting in the embedding queue (not failed), all active models."""
+    with db.pooled() as conn:
+        return conn.execute(
+            "SELECT count(*) FROM embedding_queue q JOIN embedding_models m ON m.id = q.model_id"
+            " WHERE q.dataset_id = %s AND NOT q.failed AND m.is_active", (dataset_id,),
+        ).fetchone()[0]
+
+
 def live_workers(db: Database, *, alive_seconds: float = ALIVE_SECONDS) -> int:
     """How many ``visearch worker`` processes are alive (heartbeat within ``alive_seconds``,
     the same rule as ``visearch status``)."""

@@ -96,11 +96,7 @@ class DatasetController(Controller):
         info = catalog.get_dataset(db, dataset_id)
         if not info.search_enabled:
             raise InvalidRequestError(f"AI search is disabled for dataset {info.name!r}; enable it first")
-        with db.pooled() as conn:
-            queued = conn.execute(
-                "SELECT count(*) FROM embedding_queue q JOIN embedding_models m ON m.id = q.model_id"
-                " WHERE q.dataset_id = %s AND NOT q.failed AND m.is_active", (dataset_id,),
-            ).fetchone()[0]
+        queued = catalog.queued_items(db, dataset_id)
         if catalog.live_workers(db):
             catalog.notify_workers(db)
             return EmbedTriggerOut(dataset_id=dataset_id, queued=queued, handled_by="workers",
