@@ -64,19 +64,20 @@ def resolve(
     conn: psycopg.Connection,
     *,
     model_id: int,
-    datasets: Sequence[str] = (),
+    dataset_ids: list[int] | None = None,
     concepts: Sequence[str] = (),
     exclude_concepts: Sequence[str] = (),
     metadata: dict | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
 ) -> dict[str, Any]:
-    """The named parameters of the candidate queries."""
+    """The named parameters of the candidate queries (``dataset_ids`` from
+    :func:`resolve_dataset_ids`; ``None`` for all datasets)."""
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequestError("metadata filter must be a JSON object")
     return {
         "model_id": model_id,
-        "dataset_ids": resolve_dataset_ids(conn, datasets),
+        "dataset_ids": dataset_ids,
         "concept_ids": resolve_concept_ids(conn, concepts),
         "exclude_concept_ids": resolve_concept_ids(conn, exclude_concepts),
         "metadata": Jsonb(metadata) if metadata else None,
@@ -97,15 +98,19 @@ def is_filtered(params: dict[str, Any]) -> bool:
     )
 
 
-def request_params(conn: psycopg.Connection, req, model_id: int) -> dict[str, Any]:
+def request_params(
+    conn: psycopg.Connection, req, model_id: int, dataset_ids: list[int] | None
+) -> dict[str, Any]:
     """The candidate-query parameters of a :class:`~visearch.search.service.SearchRequest`:
-    its ``#concept`` terms (from the query text and ``req.concepts``) and every other filter."""
+    its ``#concept`` terms (from the query text and ``req.concepts``) and every other filter.
+    ``dataset_ids`` is ``resolve_dataset_ids(conn, req.datasets)``, which the caller has
+    already needed to pick the model."""
     parsed = parse_query(req.query) if req.query else None
     required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
     return resolve(
         conn,
         model_id=model_id,
-        datasets=req.datasets,
+        dataset_ids=dataset_ids,
         concepts=required,
         exclude_concepts=req.exclude_concepts,
         metadata=req.metadata,

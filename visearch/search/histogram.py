@@ -89,7 +89,8 @@ def score_histogram(
     kind = _KIND[req.mode]
     with db.pooled() as conn:
         row = get_model(conn, model)
-        params = filters.request_params(conn, req, row.id)
+        dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
+        params = filters.request_params(conn, req, row.id, dataset_ids)
         candidates_sql = read_sql(f"search/{kind}_candidates.sql")
         if candidates_capped:  # the search only knows "at least": the sample needs the real count
             candidates = conn.execute(f"SELECT count(*) FROM ({candidates_sql}) AS c", params).fetchone()[0]

@@ -150,7 +150,7 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None) -
         dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
         model = resolve_search_model(conn, req.model, settings, dataset_ids=dataset_ids, needs_text=bool(text))
         coverage = search_coverage(conn, model, kind, dataset_ids)
-        params = filters.request_params(conn, req, model.id)
+        params = filters.request_params(conn, req, model.id, dataset_ids)
         candidates_sql = read_sql(f"search/{kind}_candidates.sql")
         qv = resolve_query_vector(
             conn, model, kind, req, text=text, params=params, candidates_sql=candidates_sql,
@@ -211,11 +211,13 @@ def _rank(conn: psycopg.Connection, kind, model: ModelRow, qv: QueryVector, para
     limit = req.limit + req.offset
     min_distance = 1 - req.max_score if req.max_score is not None else None
     with conn.transaction():
-        if not exact:
-            ef_search = min(1000, max(settings.hnsw_ef_search, limit))
-            conn.execute(f"SET LOCAL hnsw.ef_search = {ef_search:d}")
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {settings.hnsw_max_scan_tuples:d}")
+        if not exact:  # transaction-local pgvector settings, in one round trip
+            conn.execute(
+                "SELECT set_config('hnsw.ef_search', %s, true),"
+                " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+                " set_config('hnsw.max_scan_tuples', %s, true)",
+                (str(min(1000, max(settings.hnsw_ef_search, limit))), str(settings.hnsw_max_scan_tuples)),
+            )
         rows = conn.execute(
             sql,
             {**params, "query": qv.vector, "limit": limit, "min_distance": min_distance},
