@@ -21,16 +21,22 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
 from visearch.db import queue
 from visearch.db.database import Database
 from visearch.db.models import ModelRow, register_model
-from visearch.db.vectors import drop_hnsw_index, ensure_hnsw_index, write_vectors
+from visearch.db.vectors import (
+    drop_hnsw_index,
+    ensure_hnsw_index,
+    hnsw_index_exists,
+    vector_table,
+    write_vectors,
+)
 from visearch.embedding import CropSpec, EmbeddingModel
 from visearch.embedding.pipeline import EmbedItem, iter_embedded_batches
+from visearch.ingest.files import path_from_source_uri
 from visearch.resources import read_sql
 
 log = logging.getLogger(__name__)
@@ -72,16 +78,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def path_from_uri(uri: str) -> str:
-    """A local path from ``file://`` URIs or plain paths."""
-    if uri.startswith("file://"):
-        return unquote(urlparse(uri).path)
-    return uri
-
-
 def backlog(db: Database, model_id: int, dataset_ids: list[int] | None = None) -> dict[str, int]:
     """Items queued and not failed for the model, per item kind."""
-    with db.connect() as conn:
+    with db.pooled() as conn:
         rows = conn.execute(
             "SELECT item_kind, count(*) FROM embedding_queue q JOIN datasets d ON d.id = q.dataset_id"
             " WHERE model_id = %s AND NOT failed AND d.search_enabled"
@@ -125,7 +124,12 @@ def _load_items(conn, claims: list[queue.Claim]) -> tuple[list[EmbedItem], list[
 def _source(content, uri) -> dict:
     if content is not None:
         return {"data": bytes(content)}
-    return {"path": path_from_uri(uri or "")}
+    try:
+        return {"path": str(path_from_source_uri(uri or ""))}
+    except ValueError:
+        # another tool wrote a plain path (or something unreadable): that item fails with the
+        # pipeline's reason, the rest of the batch goes on
+        return {"path": uri or ""}
 
 
 def embed_pending(
@@ -195,8 +199,10 @@ def embed_pending(
             with conn.transaction():
                 queue.release(conn, model_id=row.id, worker=worker)
             bar.close()
-            for kind in ITEM_KINDS:
-                if kind in rebuild or _has_vectors(conn, kind, row.id):
+            for kind in ITEM_KINDS:  # cheap catalog lookups first: the worker passes here often
+                if kind in rebuild or (
+                    not hnsw_index_exists(conn, kind, row.id) and _has_vectors(conn, kind, row.id)
+                ):
                     ensure_hnsw_index(conn, kind, row.id)
     report.seconds = time.perf_counter() - started
     report.remaining = sum(backlog(db, row.id, dataset_ids).values())
@@ -204,15 +210,17 @@ def embed_pending(
 
 
 def _has_vectors(conn, kind: str, model_id: int) -> bool:
-    table = "image_embeddings" if kind == "image" else "object_embeddings"
-    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE model_id = %s)", (model_id,)).fetchone()[0]
+    return conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {vector_table(kind)} WHERE model_id = %s)", (model_id,)
+    ).fetchone()[0]
 
 
 def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int], min_items: int) -> set[str]:
     rebuild = set()
     for kind in ITEM_KINDS:
-        table = "image_embeddings" if kind == "image" else "object_embeddings"
-        stored = conn.execute(f"SELECT count(*) FROM {table} WHERE model_id = %s", (model_id,)).fetchone()[0]
+        stored = conn.execute(
+            f"SELECT count(*) FROM {vector_table(kind)} WHERE model_id = %s", (model_id,)
+        ).fetchone()[0]
         if pending[kind] >= min_items and pending[kind] > stored:
             log.info("bulk load of %d %s vectors: HNSW index rebuilt afterwards", pending[kind], kind)
             drop_hnsw_index(conn, kind, model_id)
