@@ -183,3 +183,14 @@ def test_an_item_changed_while_being_embedded_stays_queued_and_claimable(db):
         # the moved box is queued again and free for any worker right away
         again = queue.claim(conn, model_id=1, worker="w2", limit=10, lease_seconds=600)
         assert [(c.item_kind, c.item_id, c.attempts) for c in again] == [("object", box, 1)]
+
+
+def test_a_stored_model_is_found_by_any_spelling_of_its_spec(db):
+    from visearch.db.models import get_model, register_model
+    from visearch.errors import NotFoundError
+
+    with db.connect() as conn:
+        register_model(conn, "openclip:ViT-B-32/laion2b_s34b_b79k", 512, True)
+        assert get_model(conn, "openclip").name == "openclip:ViT-B-32/laion2b_s34b_b79k"
+        with pytest.raises(NotFoundError, match="no vectors for model 'efficientnet-lite0'"):
+            get_model(conn, "efficientnet-lite0")

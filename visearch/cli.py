@@ -56,15 +56,9 @@ def cli(ctx, database_url, data_dir, model, verbose):
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     overrides = {k: v for k, v in
-                 {"database_url": database_url, "data_dir": data_dir, "model": _model_spec(model)}.items()
+                 {"database_url": database_url, "data_dir": data_dir, "model": model}.items()
                  if v is not None}
     ctx.obj = _Context(Settings(**overrides))
-
-
-def _model_spec(model: str | None) -> str | None:
-    if model in ("openclip", "clip"):
-        return CLIP_MODEL
-    return model
 
 
 @cli.group()

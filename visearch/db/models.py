@@ -58,10 +58,17 @@ def get_model(conn: psycopg.Connection, name: str) -> ModelRow:
     Raises:
         NotFoundError: no such model has been registered (nothing was embedded with it).
     """
-    row = conn.execute(
-        "SELECT id, name, dim, embeds_text, is_active FROM embedding_models WHERE name = %s",
-        (name,),
-    ).fetchone()
+    row = _model_row(conn, name)
+    if row is None:
+        # another spelling of a stored model ("openclip" for "openclip:ViT-B-32/laion2b_s34b_b79k")
+        from visearch.embedding.registry import canonical_name
+
+        try:
+            canonical = canonical_name(name)
+        except ValueError:
+            canonical = name
+        if canonical != name:
+            row = _model_row(conn, canonical)
     if row is None:
         known = [r[0] for r in conn.execute("SELECT name FROM embedding_models ORDER BY id")]
         raise NotFoundError(
@@ -69,6 +76,13 @@ def get_model(conn: psycopg.Connection, name: str) -> ModelRow:
             + (f" (models with vectors: {', '.join(known)})" if known else "")
         )
     return ModelRow(*row)
+
+
+def _model_row(conn: psycopg.Connection, name: str):
+    return conn.execute(
+        "SELECT id, name, dim, embeds_text, is_active FROM embedding_models WHERE name = %s",
+        (name,),
+    ).fetchone()
 
 
 def list_models(conn: psycopg.Connection) -> list[ModelRow]:

@@ -70,6 +70,20 @@ def load_model(spec: str, device: str = "cpu") -> EmbeddingModel:
         return model
 
 
+def canonical_name(spec: str) -> str:
+    """The name a model is stored under (``model.name``) for any spec that loads it, without
+    loading it: ``"openclip"`` -> ``"openclip:ViT-B-32/laion2b_s34b_b79k"``.
+
+    Raises:
+        UnknownModelError: unknown family/architecture or malformed spec.
+    """
+    family, _, arg = spec.strip().partition(":")
+    if family not in _FAMILIES:
+        raise UnknownModelError(f"unknown model {spec!r}; supported: {'; '.join(supported_forms())}")
+    module = importlib.import_module(_FAMILIES[family][0], __package__)
+    return module.canonical_spec(arg or None)
+
+
 def clear_cache() -> None:
     """Forget all loaded models (frees their memory once no one else holds them)."""
     with _LOCK:
