@@ -26,6 +26,7 @@ test: install
 
 bench: install
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
+	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_embedding.py
 	$(BIN)/python bench/bench_search.py
 	$(BIN)/python bench/bench_worker.py
