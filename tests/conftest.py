@@ -123,3 +123,27 @@ def save_tiny_openclip(tmp_path_factory, prefix: str = "visearch-tiny"):
     checkpoint = tmp_path_factory.mktemp("openclip-ckpt") / "open_clip_pytorch_model.bin"
     torch.save(model.state_dict(), checkpoint)
     return arch, checkpoint, model.state_dict()
+
+
+def ingest_coco128_embedded(database, coco128: Path, *, images: int = 128, boxes_of_images: int):
+    """Empty the database, ingest coco128 as dataset ``coco128`` and embed, with
+    efficientnet-lite0, images 1..``images`` and the boxes of images 1..``boxes_of_images``
+    (the other queue rows are deleted first: those items stay without a vector and unqueued).
+
+    Returns the embedding report.
+    """
+    from visearch.db.models import register_model
+    from visearch.embed import embed_pending
+    from visearch.embedding import load_model
+    from visearch.ingest import ingest_coco
+
+    truncate_all(database)
+    ingest_coco(database, "coco128", coco128 / "train2017",
+                coco128 / "annotations" / "instances_train2017.json", progress=False)
+    model = load_model("efficientnet-lite0")
+    with database.transaction() as conn:
+        register_model(conn, model.name, model.dim, model.embeds_text)
+        conn.execute("DELETE FROM embedding_queue WHERE NOT ((item_kind = 'image' AND item_id <= %s) OR"
+                     " (item_kind = 'object' AND item_id IN (SELECT id FROM annotations WHERE image_id <= %s)))",
+                     (images, boxes_of_images))
+    return embed_pending(database, model, progress=False)

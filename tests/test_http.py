@@ -17,13 +17,9 @@ from click.testing import CliRunner
 from litestar.testing import TestClient
 from PIL import Image
 
-from visearch.db.models import register_model
-from visearch.embed import embed_pending
-from visearch.embedding import load_model
 from visearch.http.app import create_app
-from visearch.ingest import ingest_coco
 
-from conftest import truncate_all
+from conftest import ingest_coco128_embedded
 
 OBJECT_IMAGES = 12  # boxes of images 1..12 are embedded
 
@@ -36,15 +32,7 @@ def api_settings(settings):
 @pytest.fixture(scope="module")
 def coco(database, coco128):
     """coco128 in dataset 'coco128': all images embedded, boxes of the first 12 images."""
-    truncate_all(database)
-    ingest_coco(database, "coco128", coco128 / "train2017",
-                coco128 / "annotations" / "instances_train2017.json", progress=False)
-    model = load_model("efficientnet-lite0")
-    with database.transaction() as conn:
-        register_model(conn, model.name, model.dim, model.embeds_text)
-        conn.execute("DELETE FROM embedding_queue WHERE item_kind = 'object' AND item_id NOT IN"
-                     " (SELECT id FROM annotations WHERE image_id <= %s)", (OBJECT_IMAGES,))
-    report = embed_pending(database, model, progress=False)
+    report = ingest_coco128_embedded(database, coco128, boxes_of_images=OBJECT_IMAGES)
     assert report.failures == [] and report.embedded["image"] == 128
     return database
 

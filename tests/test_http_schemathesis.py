@@ -16,13 +16,9 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from visearch.db.models import register_model
-from visearch.embed import embed_pending
-from visearch.embedding import load_model
 from visearch.http.app import create_app
-from visearch.ingest import ingest_coco
 
-from conftest import truncate_all
+from conftest import ingest_coco128_embedded
 
 #: Examples per operation: schema-valid requests, and requests that break the schema.
 EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 10}
@@ -30,15 +26,7 @@ EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 10}
 
 @pytest.fixture(scope="module")
 def fuzz_app(database, coco128, settings):
-    truncate_all(database)
-    ingest_coco(database, "coco128", coco128 / "train2017",
-                coco128 / "annotations" / "instances_train2017.json", progress=False)
-    model = load_model("efficientnet-lite0")
-    with database.transaction() as conn:
-        register_model(conn, model.name, model.dim, model.embeds_text)
-        conn.execute("DELETE FROM embedding_queue WHERE NOT ((item_kind = 'image' AND item_id <= 16) OR"
-                     " (item_kind = 'object' AND item_id IN (SELECT id FROM annotations WHERE image_id <= 2)))")
-    embed_pending(database, model, progress=False)
+    ingest_coco128_embedded(database, coco128, images=16, boxes_of_images=2)
     app = create_app(settings.model_copy(update={"api_keys": []}), database)
     yield app
     app.state.jobs.stop()  # a fuzzed POST /v1/datasets/{id}/embed may have started the job
