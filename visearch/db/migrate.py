@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -30,7 +32,9 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str:
+    """The newest revision the installed code knows (parsed from the migration scripts once)."""
     return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
 
 
