@@ -76,18 +76,12 @@ CREATE TRIGGER image_content_enqueue_late_bytes
     FOR EACH STATEMENT EXECUTE FUNCTION image_content_enqueue_late_bytes();
 
 -- Enabling AI search on a dataset makes its accumulated queue claimable: wake the workers now
--- rather than at their next scheduled run, whichever client flipped the flag.
-CREATE FUNCTION datasets_enabled_notify() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('visearch_embedding_queue', '');
-    RETURN NULL;
-END $$;
-
+-- rather than at their next scheduled run, whichever client flipped the flag. The notification
+-- is the queue's own (embedding_queue_notify(), 0001_queue_triggers.sql).
 CREATE TRIGGER datasets_enabled_notify
     AFTER UPDATE OF search_enabled ON datasets
     FOR EACH ROW WHEN (NEW.search_enabled AND NOT OLD.search_enabled)
-    EXECUTE FUNCTION datasets_enabled_notify();
+    EXECUTE FUNCTION embedding_queue_notify();
 
 -- Per dataset and model: how far its embeddings are. For analysts (psql, BI tools) and for
 -- `visearch status`. Counts, all of items (images + boxes):
