@@ -40,7 +40,7 @@ import psycopg
 from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.db.models import register_model
-from visearch.embed import default_worker_id, embed_pending
+from visearch.embed import backlog, default_worker_id, embed_pending
 from visearch.resources import read_sql
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ class EmbeddingWorker:
                 "host": socket.gethostname(), "pid": os.getpid(),
             })
             self._registered.add(row.id)
-        queued = self._backlog(conn, row.id)
+        queued = sum(backlog(self.db, row.id).values())
         if queued == 0:
             return False
         decode_workers = opts.decode_workers
@@ -358,14 +358,6 @@ class EmbeddingWorker:
         if torch.get_num_threads() != threads:
             log.info("%d live workers on this host: %d inference threads", live, threads)
             torch.set_num_threads(threads)
-
-    def _backlog(self, conn: psycopg.Connection, model_id: int) -> int:
-        """Items of the model a worker could claim now or later (not failed, dataset enabled)."""
-        return conn.execute(
-            "SELECT count(*) FROM embedding_queue q JOIN datasets d ON d.id = q.dataset_id"
-            " WHERE q.model_id = %s AND NOT q.failed AND d.search_enabled",
-            (model_id,),
-        ).fetchone()[0]
 
     def _active_models(self, conn: psycopg.Connection) -> list[str]:
         names = [r[0] for r in conn.execute(
@@ -429,10 +421,10 @@ class _Progress:
         self.items += items
         if self.worker.options.torch_threads is None:
             self.worker._share_cores(self.conn)
-        backlog = self.worker._backlog(self.conn, self.model_id)
+        left = sum(backlog(self.worker.db, self.model_id).values())
         log.info("%s: %d items in %.2f s (%.1f items/s), backlog %d",
-                 self.model_name, items, seconds, batch_rate, backlog)
-        self._update(state="embedding", items=items, failures=0, rate=self.rate, backlog=backlog)
+                 self.model_name, items, seconds, batch_rate, left)
+        self._update(state="embedding", items=items, failures=0, rate=self.rate, backlog=left)
 
     def finish(self, report) -> None:
         by_reason: dict[str, list[str]] = {}
