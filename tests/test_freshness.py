@@ -21,8 +21,8 @@ from visearch.embed import embed_pending
 from visearch.embedding import load_model
 from visearch.errors import InvalidRequestError
 from visearch.search import SearchRequest, search
-from visearch.worker.control import add_model, list_models, set_search_enabled
-from visearch.worker.status import collect_status, format_status
+from visearch.admin import add_model, dataset_by_name, list_models, set_search_enabled
+from visearch.status import collect_status, format_status
 
 from conftest import save_tiny_openclip, shared_data
 
@@ -297,7 +297,7 @@ def test_disable_keeps_vectors_and_enable_embeds_only_what_changed(db, effnet):
         before = vectors(conn)
     assert len(before) == 5
 
-    assert set_search_enabled(db, "photos", False)
+    assert set_search_enabled(db, dataset_by_name(db, "photos").id, False)[1]
     with pytest.raises(InvalidRequestError, match="disabled"):
         search(db, SearchRequest(image_ids=[ids[0]], datasets=["photos"]))
     with db.connect() as conn:
@@ -312,7 +312,7 @@ def test_disable_keeps_vectors_and_enable_embeds_only_what_changed(db, effnet):
         assert vectors(conn) == before  # ...and nothing deleted
         assert len(queued(conn)) == 2  # ...but the changes are remembered
 
-    assert set_search_enabled(db, "photos", True)
+    assert set_search_enabled(db, dataset_by_name(db, "photos").id, True)[1]
     report = drain(db, effnet)
     assert report.embedded == {"image": 1, "object": 1}  # exactly the new image and the moved box
     with db.connect() as conn:

@@ -251,7 +251,7 @@ def test_sigterm_mid_backlog_commits_the_batch_releases_claims_and_reports_progr
         with conn.transaction():
             for p in coco_files(n, start=100):
                 add_image(conn, ds, p)
-        from visearch.worker.status import collect_status
+        from visearch.status import collect_status
 
         # while it runs, status shows a live worker with a rate and an ETA for the dataset
         row = wait_for(lambda: next((r for r in collect_status(db, ["stop"]).datasets
@@ -277,7 +277,7 @@ def test_worker_embeds_a_new_model_in_time_slices_and_searches_switch_when_it_co
     import threading
 
     from visearch.embed import embed_pending
-    from visearch.worker.control import add_model
+    from visearch.admin import add_model
     from visearch.worker.scheduler import EmbeddingWorker, WorkerOptions
 
     with db.connect() as conn:

@@ -1,14 +1,13 @@
-"""Datasets and images as the HTTP API serves them (SQL in ``sql/catalog/``).
+"""Images as the HTTP API serves them (SQL in ``sql/catalog/``).
 
-Create and list datasets, switch their AI search on and off, report their embedding status;
-add an uploaded image to a dataset; read an image's original bytes, a JPEG thumbnail, or the
-crop of a box. Writes go through the ingest writer helpers (:mod:`visearch.ingest.writer`), so
-an uploaded image is stored exactly like an ingested one and the database triggers queue it
-for embedding.
+Add an uploaded image to a dataset; read an image's original bytes, a JPEG thumbnail, or the
+crop of a box; a dataset's embedding status. Writes go through the ingest writer helpers
+(:mod:`visearch.ingest.writer`), so an uploaded image is stored exactly like an ingested one
+and the database triggers queue it for embedding.
 
-Dataset enable/disable and embedding status call the worker package's functions
-(:mod:`visearch.worker.control`, :mod:`visearch.worker.status`), the same as ``visearch
-dataset enable/disable`` and ``visearch status``.
+Datasets and models themselves (create, list, enable/disable, queue counts) live in
+:mod:`visearch.admin`, the one admin module the CLI and the HTTP API share; the names below are
+re-exported from there for callers of this module.
 """
 
 from __future__ import annotations
@@ -20,33 +19,30 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from PIL import Image
+from psycopg.rows import class_row
 
 from visearch.db.database import Database
 from visearch.embedding.crops import CropSpec, crop_box
+from visearch.admin import (  # noqa: F401  (re-exported: the dataset half of the catalog)
+    DatasetInfo,
+    create_dataset,
+    get_dataset,
+    list_datasets,
+    live_workers,
+    notify_workers,
+    queued_items,
+)
 from visearch.embedding.decode import DEFAULT_MAX_PIXELS, decode_image, probe_image
-from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
+from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.ingest.files import path_from_source_uri
 from visearch.ingest.writer import NewImage, ensure_concepts, insert_images, insert_labels
 from visearch.resources import read_sql
-from visearch.worker.status import ALIVE_SECONDS
 
 #: ``image_labels.source`` of labels given with an upload.
 UPLOAD_LABEL_SOURCE = "manual"
 #: Thumbnail and crop sizes accepted (longest side, pixels).
 MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
 JPEG_QUALITY = 85
-
-
-@dataclass
-class DatasetInfo:
-    id: int
-    name: str
-    description: str
-    search_enabled: bool
-    metadata: dict[str, Any]
-    created_at: datetime
-    images: int
-    annotations: int
 
 
 @dataclass
@@ -93,102 +89,17 @@ class ImageDetail:
 
 # ---- datasets ---------------------------------------------------------------------------------
 
-def _datasets(conn, dataset_id: int | None) -> list[DatasetInfo]:
-    return [DatasetInfo(*r) for r in conn.execute(read_sql("catalog/datasets.sql"), {"id": dataset_id})]
-
-
-def list_datasets(db: Database) -> list[DatasetInfo]:
-    with db.pooled() as conn:
-        return _datasets(conn, None)
-
-
-def get_dataset(db: Database, dataset_id: int) -> DatasetInfo:
-    """Raises: NotFoundError."""
-    with db.pooled() as conn:
-        return _get_dataset(conn, dataset_id)
-
-
-def _get_dataset(conn, dataset_id: int) -> DatasetInfo:
-    found = _datasets(conn, dataset_id)
-    if not found:
-        raise NotFoundError(f"unknown dataset id {dataset_id}")
-    return found[0]
-
-
-def create_dataset(
-    db: Database, name: str, *, description: str = "", metadata: dict[str, Any] | None = None
-) -> DatasetInfo:
-    """Raises: InvalidRequestError: empty name. ConflictError: the name is taken."""
-    from psycopg.types.json import Jsonb
-
-    name = (name or "").strip()
-    if not name:
-        raise InvalidRequestError("a dataset needs a non-empty name")
-    with db.pooled() as conn:
-        row = conn.execute(
-            "INSERT INTO datasets (name, description, metadata) VALUES (%s, %s, %s)"
-            " ON CONFLICT (name) DO NOTHING RETURNING id",
-            (name, description or "", Jsonb(metadata or {})),
-        ).fetchone()
-        if row is None:
-            existing = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
-            raise ConflictError(f"a dataset named {name!r} exists already (id {existing[0] if existing else '?'})")
-        return _get_dataset(conn, row[0])
-
-
-def set_search_enabled(db: Database, dataset_id: int, enabled: bool) -> DatasetInfo:
-    """Switch AI search (and automatic embedding) on or off for a dataset, with the worker's
-    control function (:func:`visearch.worker.control.set_search_enabled`, as ``visearch
-    dataset enable/disable``): off leaves it out of search and of automatic embedding and keeps
-    its vectors; on makes it searchable again and wakes the workers.
-
-    Raises: NotFoundError.
-    """
-    from visearch.worker.control import set_search_enabled as set_enabled
-
-    set_enabled(db, get_dataset(db, dataset_id).name, enabled)
-    return get_dataset(db, dataset_id)
-
-
 def dataset_status(db: Database, dataset_id: int) -> DatasetStatus:
-    """Embedding status of a dataset: :func:`visearch.worker.status.collect_status` (what
+    """Embedding status of a dataset: :func:`visearch.status.collect_status` (what
     ``visearch status -d NAME`` shows).
 
     Raises: NotFoundError.
     """
-    from visearch.worker.status import collect_status
+    from visearch.status import collect_status
 
     info = get_dataset(db, dataset_id)
     report = collect_status(db, [info.name])
     return DatasetStatus(info, report.datasets, report.failures, report.workers)
-
-
-def queued_items(db: Database, dataset_id: int) -> int:
-    """Items of the dataset waiting in the embedding queue (not failed), all active models."""
-    with db.pooled() as conn:
-        return conn.execute(
-            "SELECT count(*) FROM embedding_queue q JOIN embedding_models m ON m.id = q.model_id"
-            " WHERE q.dataset_id = %s AND NOT q.failed AND m.is_active", (dataset_id,),
-        ).fetchone()[0]
-
-
-def live_workers(db: Database, *, alive_seconds: float = ALIVE_SECONDS) -> int:
-    """How many ``visearch worker`` processes are alive (heartbeat within ``alive_seconds``,
-    the same rule as ``visearch status``)."""
-    with db.pooled() as conn:
-        return conn.execute(
-            "SELECT count(DISTINCT worker_id) FROM embedding_workers"
-            " WHERE state <> 'stopped' AND heartbeat_at > now() - make_interval(secs => %s)",
-            (alive_seconds,),
-        ).fetchone()[0]
-
-
-def notify_workers(db: Database) -> None:
-    """Wake the running workers now (they LISTEN on :data:`visearch.worker.scheduler.CHANNEL`)."""
-    from visearch.worker.scheduler import CHANNEL
-
-    with db.pooled() as conn:  # NOTIFY is sent at commit
-        conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
 
 # ---- images -----------------------------------------------------------------------------------
@@ -239,11 +150,11 @@ def upload_image(
 
 def get_image(db: Database, image_id: int) -> ImageDetail:
     """Raises: NotFoundError."""
-    with db.pooled() as conn:
-        row = conn.execute(read_sql("catalog/image_detail.sql"), {"image_id": image_id}).fetchone()
-    if row is None:
+    with db.pooled() as conn, conn.cursor(row_factory=class_row(ImageDetail)) as cur:
+        detail = cur.execute(read_sql("catalog/image_detail.sql"), {"image_id": image_id}).fetchone()
+    if detail is None:
         raise NotFoundError(f"unknown image id {image_id}")
-    return ImageDetail(*row)
+    return detail
 
 
 def image_original(db: Database, image_id: int) -> tuple[bytes, str]:

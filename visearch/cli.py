@@ -11,33 +11,16 @@ from pathlib import Path
 
 import click
 
+from visearch.cli_context import CliContext, fail, model_from_command_line, pass_ctx
 from visearch.config import CLIP_MODEL, Settings
 
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
 
 
-class _Context:
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._db = None
-
-    @property
-    def db(self):
-        if self._db is None:
-            from visearch.db.database import DatabaseSetupError, open_database
-
-            try:
-                self._db = open_database(self.settings)
-            except DatabaseSetupError as exc:
-                _fail(exc)
-        return self._db
-
-
-pass_ctx = click.make_pass_decorator(_Context)
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
+# Shared by every command module (visearch/worker/cli.py, visearch/http/cli.py import it from
+# there, never from here: no cycle). The old names stay for the commands below.
+_Context = CliContext
+_fail = fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -119,22 +102,43 @@ def ingest(obj: _Context, path, dataset, instances, captions, labels_from_folder
 @click.option("-d", "--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass.")
 @click.option("--workers", "num_workers", type=int, default=None, help="Decode processes.")
+@click.option("--bulk", is_flag=True,
+              help="A big first load: drop the model's HNSW index and build it after (much faster than "
+                   "inserting into it; searches of that model scan exactly meanwhile).")
 @pass_ctx
-def embed(obj: _Context, datasets, batch_size, num_workers):
-    """Embed every image and box that has no vector for the model yet (or changed since)."""
+def embed(obj: _Context, datasets, batch_size, num_workers, bulk):
+    """Embed every image and box that has no vector yet (or changed since), for every active model.
+
+    Models: --model if typed, else every active model, else (a new database) VISEARCH_MODEL.
+    Also builds any HNSW index left missing (e.g. by a bulk load that was killed).
+    """
+    from visearch.admin import dataset_by_name, models_to_embed
     from visearch.embed import embed_pending
     from visearch.embedding import load_model
-    from visearch.search.filters import resolve_dataset_ids
 
     try:
-        model = load_model(obj.settings.model, device=obj.settings.device)
-        with obj.db.connect() as conn:
-            dataset_ids = resolve_dataset_ids(conn, datasets)
+        dataset_ids = None
+        if datasets:
+            found = [dataset_by_name(obj.db, name) for name in datasets]
+            disabled = [d.name for d in found if not d.search_enabled]
+            if disabled:
+                raise click.UsageError(f"AI search is disabled for {', '.join(map(repr, disabled))}; "
+                                       "`visearch dataset enable NAME` first")
+            dataset_ids = [d.id for d in found]
+        with obj.db.pooled() as conn:
+            pinned = model_from_command_line()
+            specs = models_to_embed(conn, pinned=[pinned] if pinned else [], default=obj.settings.model)
+        models = [load_model(spec, device=obj.settings.device) for spec in specs]
+    except click.UsageError:
+        raise
     except Exception as exc:  # model weights missing, unknown dataset: say so plainly
         _fail(exc)
-    report = embed_pending(obj.db, model, dataset_ids=dataset_ids,
-                           batch_size=batch_size or obj.settings.batch_size, num_workers=num_workers)
-    click.echo(report.summary())
+    if not models:
+        click.echo("no active model: `visearch model activate NAME` or `visearch --model SPEC embed`")
+    for model in models:
+        report = embed_pending(obj.db, model, dataset_ids=dataset_ids, bulk=bulk,
+                               batch_size=batch_size or obj.settings.batch_size, num_workers=num_workers)
+        click.echo(report.summary())
 
 
 def _parse_box(value: str | None):
@@ -174,7 +178,6 @@ def search(obj: _Context, query, image_path, crop, image_ids, annotation_id, obj
     from visearch.errors import VisearchError
     from visearch.search import SearchRequest
     from visearch.search import search as run_search
-    from visearch.worker.cli import model_from_command_line
 
     req = SearchRequest(
         mode="objects" if (objects or annotation_id is not None) else "images",

@@ -6,9 +6,13 @@ of queued items (see :mod:`visearch.db.queue`), decodes and crops them in DataLo
 processes while the model runs (:func:`visearch.embedding.pipeline.iter_embedded_batches`),
 and writes each batch's vectors and dequeues its items in one transaction.
 
-A large first load (more queued items than vectors already stored) drops the model's HNSW
-index and rebuilds it afterwards: pgvector builds an index over 100k vectors in ~20 s, while
-inserting the same rows into an indexed table runs at under 1k rows/s.
+An explicit bulk load (``visearch embed --bulk``, ``bulk=True``) drops the model's HNSW index
+and rebuilds it afterwards: pgvector builds an index over 100k vectors in ~20 s, while
+inserting the same rows into an indexed table runs at under 1k rows/s. Nothing else ever drops
+an index (the API server's job and the workers insert into it, so searches keep being served).
+Every run ends by building any of the model's indexes that are missing or invalid (a bulk load
+that was killed before its rebuild, an interrupted build) with ``CREATE INDEX CONCURRENTLY``
+(:func:`visearch.db.vectors.build_hnsw_index`); a worker with an empty queue does the same.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psycopg
 from tqdm import tqdm
 
 from visearch.db import queue
 from visearch.db.database import Database
 from visearch.db.models import ModelRow, register_model
 from visearch.db.vectors import (
+    build_hnsw_index,
     drop_hnsw_index,
-    ensure_hnsw_index,
     hnsw_index_exists,
     vector_table,
     write_vectors,
@@ -79,17 +84,81 @@ def default_worker_id() -> str:
 
 
 def backlog(db: Database, model_id: int, dataset_ids: list[int] | None = None) -> dict[str, int]:
-    """Items queued and not failed for the model, per item kind."""
+    """Items queued for the model, per item kind (:func:`visearch.db.queue.queued`)."""
     with db.pooled() as conn:
-        rows = conn.execute(
-            "SELECT item_kind, count(*) FROM embedding_queue q JOIN datasets d ON d.id = q.dataset_id"
-            " WHERE model_id = %s AND NOT failed AND d.search_enabled"
-            " AND (%s::bigint[] IS NULL OR dataset_id = ANY(%s::bigint[])) GROUP BY item_kind",
-            (model_id, dataset_ids, dataset_ids),
-        ).fetchall()
-    counts = {kind: 0 for kind in ITEM_KINDS}
-    counts.update(dict(rows))
-    return counts
+        return queue.queued(conn, model_id=model_id, dataset_ids=dataset_ids)
+
+
+class RunProgress:
+    """An embed run's row in ``embedding_workers``, so ``visearch status`` shows its rate and an
+    ETA whether it is a ``visearch worker`` or a one-off ``visearch embed`` / HTTP job.
+
+    The rate is items per second of wall time between batch commits (decoding and inference
+    included), smoothed over batches (exponential moving average, weight 0.3 on the newest).
+    SQL: ``sql/status/worker_register.sql``, ``worker_progress.sql``, ``worker_heartbeat.sql``,
+    ``worker_stop.sql``.
+
+    Args:
+        db: the database (progress rows are written on pooled connections, committed at once).
+        worker_id: the run's id, as in ``embedding_queue.claimed_by``.
+        model_id: the model being embedded.
+        heartbeat_seconds: how often a background thread marks the run alive while a batch
+            is being embedded (``None``: no thread; ``visearch worker`` beats on its own).
+    """
+
+    def __init__(self, db: Database, worker_id: str, model_id: int, *, heartbeat_seconds: float | None = 5.0):
+        self.db, self.worker_id, self.model_id = db, worker_id, model_id
+        self.rate: float | None = None
+        self.items = 0
+        self.last = time.perf_counter()
+        self._heartbeat_seconds = heartbeat_seconds
+        self._stop_beat = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Register the run (state idle) and start the heartbeat thread."""
+        self._execute("status/worker_register.sql", host=socket.gethostname(), pid=os.getpid())
+        self.last = time.perf_counter()
+        if self._heartbeat_seconds:
+            self._beat = threading.Thread(target=self._heartbeat, name="visearch-embed-heartbeat", daemon=True)
+            self._beat.start()
+
+    def batch(self, items: int) -> tuple[float, float, int]:
+        """Record a committed batch of ``items``; return (seconds since the last batch, that
+        batch's rate in items/s, the model's remaining backlog)."""
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        batch_rate = items / seconds if seconds > 0 else 0.0
+        self.rate = batch_rate if self.rate is None else 0.3 * batch_rate + 0.7 * self.rate
+        self.items += items
+        left = sum(backlog(self.db, self.model_id).values())
+        self.update(state="embedding", items=items, failures=0, rate=self.rate, backlog=left)
+        return seconds, batch_rate, left
+
+    def update(self, **values) -> None:
+        """Set state, add items/failures, set rate/backlog (``sql/status/worker_progress.sql``)."""
+        self._execute("status/worker_progress.sql", **values)
+
+    def finish(self, report: EmbedReport, *, state: str = "idle") -> None:
+        """Record the run's failures and remaining backlog; ``state`` ``"stopped"`` ends the row."""
+        self._stop_beat.set()
+        if self._beat is not None:
+            self._beat.join(10)
+            self._beat = None
+        self.update(state="idle", items=0, failures=len(report.failures), rate=None, backlog=report.remaining)
+        if state == "stopped":
+            self._execute("status/worker_stop.sql")
+
+    def _heartbeat(self) -> None:
+        while not self._stop_beat.wait(self._heartbeat_seconds):
+            self._execute("status/worker_heartbeat.sql")
+
+    def _execute(self, sql_file: str, **values) -> None:
+        try:
+            with self.db.pooled() as conn:
+                conn.execute(read_sql(sql_file), {"worker_id": self.worker_id, "model_id": self.model_id, **values})
+        except psycopg.Error as exc:  # progress is informative; never fail a batch over it
+            log.warning("could not record progress: %s", exc)
 
 
 def _load_items(conn, claims: list[queue.Claim]) -> tuple[list[EmbedItem], list[queue.Claim]]:
@@ -145,8 +214,9 @@ def embed_pending(
     lease_seconds: float = 600.0,
     max_attempts: int = 3,
     backoff_seconds: float = 30.0,
-    bulk_load_min_items: int = 5000,
+    bulk: bool = False,
     progress: bool = True,
+    record_progress: bool = True,
     stop: threading.Event | None = None,
     on_batch: Callable[[int, float], None] | None = None,
 ) -> EmbedReport:
@@ -162,8 +232,13 @@ def embed_pending(
         crop: how boxes become crops (context margin, squaring); the same rule serves queries.
         lease_seconds: how long a claim is held before another worker may take it over.
         max_attempts: failures before an item is marked failed (with its last reason).
-        bulk_load_min_items: a backlog at least this big, and bigger than the vectors already
-            stored, is loaded with the HNSW index dropped and rebuilt after.
+        bulk: drop the model's HNSW index of each item kind with a backlog bigger than the
+            vectors already stored, and rebuild it after the load (``visearch embed --bulk``
+            only: searches of that model and kind scan exactly meanwhile).
+        progress: show a progress bar (tqdm) on stderr.
+        record_progress: keep a row for this run in ``embedding_workers`` (:class:`RunProgress`)
+            so ``visearch status`` shows it with its rate and an ETA; ``visearch worker`` keeps
+            its own row and passes False.
         on_batch: called with (items written, seconds) after each committed batch.
 
     Returns:
@@ -177,7 +252,18 @@ def embed_pending(
         with conn.transaction():
             row: ModelRow = register_model(conn, model.name, model.dim, model.embeds_text)
         pending = backlog(db, row.id, dataset_ids)
-        rebuild = _drop_indexes_for_bulk_load(conn, row.id, pending, bulk_load_min_items)
+        recorder = RunProgress(db, worker, row.id) if record_progress else None
+        if recorder is not None:
+            recorder.start()
+
+            def recorded(items: int, seconds: float, _user=on_batch) -> None:
+                recorder.batch(items)
+                if _user:
+                    _user(items, seconds)
+
+            on_batch = recorded
+        if bulk:
+            _drop_indexes_for_bulk_load(conn, row.id, pending)
         bar = tqdm(
             total=sum(pending.values()), unit="item", desc=f"embed {model.name}",
             disable=not progress, dynamic_ncols=True,
@@ -199,13 +285,13 @@ def embed_pending(
             with conn.transaction():
                 queue.release(conn, model_id=row.id, worker=worker)
             bar.close()
-            for kind in ITEM_KINDS:  # cheap catalog lookups first: the worker passes here often
-                if kind in rebuild or (
-                    not hnsw_index_exists(conn, kind, row.id) and _has_vectors(conn, kind, row.id)
-                ):
-                    ensure_hnsw_index(conn, kind, row.id)
-    report.seconds = time.perf_counter() - started
-    report.remaining = sum(backlog(db, row.id, dataset_ids).values())
+            try:
+                build_missing_indexes(conn, row.id)
+            finally:
+                report.seconds = time.perf_counter() - started
+                report.remaining = sum(backlog(db, row.id, dataset_ids).values())
+                if recorder is not None:
+                    recorder.finish(report, state="stopped")
     return report
 
 
@@ -215,17 +301,31 @@ def _has_vectors(conn, kind: str, model_id: int) -> bool:
     ).fetchone()[0]
 
 
-def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int], min_items: int) -> set[str]:
-    rebuild = set()
+def build_missing_indexes(conn, model_id: int) -> list[str]:
+    """Build the model's HNSW indexes that are missing or invalid while it has vectors of that
+    kind (a bulk load killed before its rebuild; an interrupted build); return the kinds built.
+
+    ``conn`` should be an autocommit connection outside a transaction, so the build is
+    ``CREATE INDEX CONCURRENTLY`` (see :func:`visearch.db.vectors.build_hnsw_index`). Cheap when
+    nothing is missing (two catalog lookups): every embed run and idle worker pass calls it.
+    """
+    built = []
+    for kind in ITEM_KINDS:
+        if not hnsw_index_exists(conn, kind, model_id) and _has_vectors(conn, kind, model_id):
+            log.info("building the HNSW index of model %s on %s vectors", model_id, kind)
+            if build_hnsw_index(conn, kind, model_id):
+                built.append(kind)
+    return built
+
+
+def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int]) -> None:
     for kind in ITEM_KINDS:
         stored = conn.execute(
             f"SELECT count(*) FROM {vector_table(kind)} WHERE model_id = %s", (model_id,)
         ).fetchone()[0]
-        if pending[kind] >= min_items and pending[kind] > stored:
+        if pending[kind] > stored:
             log.info("bulk load of %d %s vectors: HNSW index rebuilt afterwards", pending[kind], kind)
             drop_hnsw_index(conn, kind, model_id)
-            rebuild.add(kind)
-    return rebuild
 
 
 def _embed_claims(

@@ -1,6 +1,7 @@
 -- One image with its dataset, boxes and labels (for clients and annotation tools).
-SELECT i.id, i.dataset_id, d.name, i.width, i.height, i.format, i.file_name, i.source_uri,
-       i.external_id, i.metadata, i.created_at, encode(i.sha256, 'hex'),
+-- Columns are the fields of visearch.catalog.ImageDetail.
+SELECT i.id, i.dataset_id, d.name AS dataset, i.width, i.height, i.format, i.file_name, i.source_uri,
+       i.external_id, i.metadata, i.created_at, encode(i.sha256, 'hex') AS sha256,
        (c.image_id IS NOT NULL) AS has_bytes,
        coalesce((SELECT json_agg(json_build_object(
                     'id', a.id, 'bbox', json_build_array(a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h),

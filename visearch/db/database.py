@@ -168,7 +168,7 @@ def open_database(settings: Settings | None = None, *, upgrade: bool = True) -> 
     settings = settings or get_settings()
     url, embedded = resolve_url(settings)
     check_server(url)
-    if upgrade and migrate.current_revision(url) != migrate.head_revision():
+    if upgrade and not migrate.is_at_head(url):
         log.info("migrating the schema to %s", migrate.head_revision())
         migrate.upgrade(url)
     return Database(url=url, embedded=embedded)

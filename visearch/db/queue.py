@@ -118,3 +118,19 @@ def release(conn: psycopg.Connection, *, model_id: int, worker: str) -> int:
     """Give back every claim ``worker`` still holds for the model; return how many."""
     cur = conn.execute(read_sql("queue/release.sql"), {"model_id": model_id, "worker": worker})
     return cur.rowcount
+
+
+def queued(
+    conn: psycopg.Connection, *, model_id: int | None = None, dataset_ids: list[int] | None = None
+) -> dict[str, int]:
+    """Items waiting to be embedded, per item kind: ``{"image": n, "object": m}``.
+
+    The one count of the queue (``sql/queue/queued.sql``): not failed, in datasets with AI
+    search enabled, of ``model_id`` (``None``: of every active model, an item counted once per
+    model), in ``dataset_ids`` (``None``: all).
+    """
+    counts = {"image": 0, "object": 0}
+    counts.update(dict(conn.execute(
+        read_sql("queue/queued.sql"), {"model_id": model_id, "dataset_ids": dataset_ids}
+    ).fetchall()))
+    return counts

@@ -53,19 +53,111 @@ def write_vectors(
     return conn.execute(sql, {"model_id": model_id, "ids": list(item_ids)}).rowcount
 
 
-def ensure_hnsw_index(conn: psycopg.Connection, item_kind: str, model_id: int) -> str:
-    """Build the model's HNSW index on the item kind's vector table if missing; return its name."""
-    return conn.execute(
-        "SELECT ensure_hnsw_index(%s, %s)", (vector_table(item_kind), model_id)
-    ).fetchone()[0]
+def hnsw_build_params(dim: int) -> dict[str, int]:
+    """HNSW build parameters for a model of dimension ``dim``: ``{"m": ..., "ef_construction": ...}``.
+
+    pgvector's defaults (m = 16, ef_construction = 64; Malkov & Yashunin 2018,
+    arXiv:1603.09320). The one place they are chosen: :func:`build_hnsw_index` renders them
+    into ``sql/vectors/create_hnsw_index.sql``.
+    """
+    return {"m": 16, "ef_construction": 64}
 
 
-def drop_hnsw_index(conn: psycopg.Connection, item_kind: str, model_id: int) -> None:
-    conn.execute("SELECT drop_hnsw_index(%s, %s)", (vector_table(item_kind), model_id))
+def hnsw_index_name(item_kind: str, model_id: int) -> str:
+    """``image_embeddings_hnsw_model_3``: as SQL's ``hnsw_index_name()`` (0001_hnsw.sql) names it."""
+    return f"{vector_table(item_kind)}_hnsw_model_{int(model_id)}"
+
+
+def hnsw_index_state(conn: psycopg.Connection, item_kind: str, model_id: int) -> str:
+    """``"ready"``, ``"missing"``, or ``"invalid"`` (a ``CREATE INDEX CONCURRENTLY`` that is
+    still running, or that was interrupted and left an unusable index behind)."""
+    row = conn.execute(
+        "SELECT i.indisvalid AND i.indisready FROM pg_index i"
+        " WHERE i.indexrelid = to_regclass(%s)", (hnsw_index_name(item_kind, model_id),),
+    ).fetchone()
+    if row is None:
+        return "missing"
+    return "ready" if row[0] else "invalid"
 
 
 def hnsw_index_exists(conn: psycopg.Connection, item_kind: str, model_id: int) -> bool:
-    return conn.execute(
-        "SELECT to_regclass(hnsw_index_name(%s, %s)) IS NOT NULL",
-        (vector_table(item_kind), model_id),
-    ).fetchone()[0]
+    """Whether the model's HNSW index exists and can serve queries (built and valid)."""
+    return hnsw_index_state(conn, item_kind, model_id) == "ready"
+
+
+# Builds of one index are serialised across processes with this advisory lock class (the second
+# key is the index's oid-independent number: kind and model).
+_BUILD_LOCK = 0x76696478  # "vidx"
+
+
+def _lock_key(item_kind: str, model_id: int) -> int:
+    return int(model_id) * 2 + (1 if item_kind == "object" else 0)
+
+
+def build_hnsw_index(
+    conn: psycopg.Connection, item_kind: str, model_id: int, *, parallel_workers: int | None = None
+) -> bool:
+    """Build the model's HNSW index on the item kind's vector table unless it is there.
+
+    On an autocommit connection outside a transaction the build is ``CREATE INDEX
+    CONCURRENTLY`` (searches and vector writes go on meanwhile) with
+    ``max_parallel_maintenance_workers`` set to ``parallel_workers`` (default: the CPUs of this
+    machine minus one, at most 7, as PostgreSQL's own cap); inside a transaction it is a plain
+    ``CREATE INDEX`` (tests, migrations). An invalid index left by an interrupted concurrent build
+    is dropped and built again. When another process is building it right now (advisory lock
+    held), nothing is done. The DDL is ``sql/vectors/create_hnsw_index.sql``; the parameters come
+    from :func:`hnsw_build_params`.
+
+    Returns:
+        True if this call built the index.
+    Raises:
+        psycopg.Error: the build failed (e.g. out of memory); an interrupted concurrent build
+            leaves an invalid index that the next call replaces.
+    """
+    import os
+
+    from psycopg import sql
+
+    from visearch.resources import read_sql
+
+    concurrent = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if concurrent:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                           (_BUILD_LOCK, _lock_key(item_kind, model_id))).fetchone()[0]
+        if not got:
+            return False  # another process is building it
+    try:
+        state = hnsw_index_state(conn, item_kind, model_id)
+        if state == "ready":
+            return False
+        name = hnsw_index_name(item_kind, model_id)
+        if state == "invalid":  # an interrupted CONCURRENTLY build (we hold the build lock)
+            conn.execute(sql.SQL("DROP INDEX {} IF EXISTS {}").format(
+                sql.SQL("CONCURRENTLY") if concurrent else sql.SQL(""), sql.Identifier(name)))
+        dim = conn.execute("SELECT dim FROM embedding_models WHERE id = %s", (model_id,)).fetchone()[0]
+        params = hnsw_build_params(dim)
+        workers = parallel_workers if parallel_workers is not None else min(7, max(0, (os.cpu_count() or 1) - 1))
+        conn.execute(sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(int(workers))))
+        ddl = sql.SQL(read_sql("vectors/create_hnsw_index.sql")).format(
+            concurrently=sql.SQL("CONCURRENTLY") if concurrent else sql.SQL(""),
+            index=sql.Identifier(name), table=sql.Identifier(vector_table(item_kind)),
+            dim=sql.Literal(int(dim)), m=sql.Literal(int(params["m"])),
+            ef_construction=sql.Literal(int(params["ef_construction"])), model_id=sql.Literal(int(model_id)),
+        )
+        conn.execute(ddl)
+        conn.execute("RESET max_parallel_maintenance_workers")
+        return True
+    finally:
+        if concurrent:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_BUILD_LOCK, _lock_key(item_kind, model_id)))
+
+
+def ensure_hnsw_index(conn: psycopg.Connection, item_kind: str, model_id: int) -> str:
+    """Build the model's HNSW index if missing (:func:`build_hnsw_index`); return its name."""
+    build_hnsw_index(conn, item_kind, model_id)
+    return hnsw_index_name(item_kind, model_id)
+
+
+def drop_hnsw_index(conn: psycopg.Connection, item_kind: str, model_id: int) -> None:
+    """Drop the model's HNSW index (bulk loads only: ``visearch embed --bulk``)."""
+    conn.execute("SELECT drop_hnsw_index(%s, %s)", (vector_table(item_kind), model_id))

@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from visearch.cli import pass_ctx
+from visearch.cli_context import model_from_command_line, pass_ctx
 
 
 def is_loopback(host: str) -> bool:
@@ -41,6 +41,7 @@ def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_thr
 
     from visearch.http.app import create_app
     from visearch.http.auth import parse_api_keys
+    from visearch.http.jobs import EmbedJobs
 
     settings = obj.settings
     try:
@@ -56,7 +57,8 @@ def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_thr
         import torch
 
         torch.set_num_threads(torch_threads)
-    app = create_app(settings, obj.db)
+    pinned = [settings.model] if model_from_command_line() else []  # only a typed --model pins
+    app = create_app(settings, obj.db, embed_jobs=EmbedJobs(obj.db, settings, pinned=pinned))
     click.echo(f"visearch API on http://{host}:{port} (docs: /schema; "
                f"{'API key required' if keys else 'no API key'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)

@@ -1,13 +1,21 @@
-"""Service dataclasses -> response Structs (and the links clients follow)."""
+"""Service dataclasses -> response Structs (and the links clients follow).
+
+Fields are copied by name (``msgspec.convert(..., from_attributes=True)``): a Struct declares
+the shape once and the service dataclass or SQL row it is filled from has the same names; only
+the links clients follow are added here.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
+import dataclasses
+
 import msgspec
 
-from visearch.catalog import DatasetInfo, DatasetStatus, ImageDetail, UploadedImage
+from visearch.admin import DatasetInfo
+from visearch.catalog import DatasetStatus, ImageDetail, UploadedImage
 from visearch.collections import Collection, CollectionItem
 from visearch.http import schemas as s
 from visearch.http.jobs import EmbedJobState
@@ -90,10 +98,7 @@ def collection_page(c: Collection, items: list[CollectionItem], offset: int, lim
 
 
 def dataset(d: DatasetInfo) -> s.DatasetOut:
-    return s.DatasetOut(
-        id=d.id, name=d.name, description=d.description, search_enabled=d.search_enabled,
-        metadata=d.metadata, created_at=d.created_at, images=d.images, annotations=d.annotations,
-    )
+    return msgspec.convert(d, s.DatasetOut, from_attributes=True)
 
 
 def _time(t: float | None) -> datetime | None:
@@ -110,38 +115,24 @@ def job(state: EmbedJobState) -> s.EmbedJobOut:
 
 
 def dataset_status(st: DatasetStatus, state: EmbedJobState) -> s.DatasetStatusOut:
-    models = [{k: v for k, v in row.items() if k in _MODEL_FIELDS} for row in st.models]
+    # rows of sql/status/*.sql by column name; columns a Struct does not declare are ignored
+    # (strict=False: numeric ETAs arrive as Decimal)
     return s.DatasetStatusOut(
         dataset=dataset(st.dataset),
-        models=msgspec.convert(models, list[s.ModelStatusOut], from_attributes=False, strict=False),
-        failures=msgspec.convert(
-            [{k: v for k, v in row.items() if k in _FAILURE_FIELDS} for row in st.failures],
-            list[s.FailureOut], strict=False),
-        workers=msgspec.convert(
-            [{k: v for k, v in row.items() if k in _WORKER_FIELDS} for row in st.workers],
-            list[s.WorkerOut], strict=False),
+        models=msgspec.convert([{**r, "index_missing": r.get("index_missing") or []} for r in st.models],
+                               list[s.ModelStatusOut], strict=False),
+        failures=msgspec.convert(st.failures, list[s.FailureOut], strict=False),
+        workers=msgspec.convert(st.workers, list[s.WorkerOut], strict=False),
         job=job(state),
     )
 
 
-_MODEL_FIELDS = set(s.ModelStatusOut.__struct_fields__)
-_FAILURE_FIELDS = set(s.FailureOut.__struct_fields__)
-_WORKER_FIELDS = set(s.WorkerOut.__struct_fields__)
-
-
 def uploaded(u: UploadedImage) -> s.UploadOut:
-    return s.UploadOut(
-        id=u.id, dataset_id=u.dataset_id, created=u.created, width=u.width, height=u.height,
-        format=u.format, sha256=u.sha256, labels_added=u.labels_added, image_url=image_url(u.id),
-    )
+    return msgspec.convert({**dataclasses.asdict(u), "image_url": image_url(u.id)}, s.UploadOut)
 
 
 def image(d: ImageDetail) -> s.ImageOut:
-    return s.ImageOut(
-        id=d.id, dataset_id=d.dataset_id, dataset=d.dataset, width=d.width, height=d.height,
-        format=d.format, file_name=d.file_name, source_uri=d.source_uri, external_id=d.external_id,
-        metadata=d.metadata, created_at=d.created_at, sha256=d.sha256, has_bytes=d.has_bytes,
-        annotations=[msgspec.convert(a, s.AnnotationOut) for a in d.annotations],
-        labels=[msgspec.convert(lb, s.LabelOut) for lb in d.labels],
-        original_url=image_url(d.id), thumbnail_url=thumbnail_url(d.id),
+    return msgspec.convert(
+        {**dataclasses.asdict(d), "original_url": image_url(d.id), "thumbnail_url": thumbnail_url(d.id)},
+        s.ImageOut, strict=False,
     )

@@ -4,9 +4,10 @@ Used when no ``visearch worker`` process is alive (with live workers the trigger
 notifies them). The trigger runs the same job as ``visearch embed``
 (:func:`visearch.embed.embed_pending`, restricted to the requested datasets) in one background
 thread of the server process, so the request returns at once (202) and
-``GET /v1/datasets/{id}/status`` shows the queue shrinking. Models: as the worker chooses them,
-``Settings.model`` when set explicitly (``--model``/``VISEARCH_MODEL``), otherwise every active
-model (or ``Settings.model`` when none is registered yet).
+``GET /v1/datasets/{id}/status`` shows the queue shrinking. Models: as every embed run chooses
+them (:func:`visearch.admin.models_to_embed`): ``pinned`` (``visearch --model X serve``) if
+given, otherwise every active model, or ``Settings.model`` (``VISEARCH_MODEL``) on a fresh
+database. The environment never pins, as the README says.
 Triggers that arrive while it runs are merged: their datasets are drained in the next round,
 so at most one embedding job runs per server process. Decoding happens in that thread
 (``num_workers=0``): forking DataLoader processes from a threaded server is not safe.
@@ -22,6 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 from visearch.config import Settings
 from visearch.db.database import Database
@@ -34,7 +36,7 @@ class EmbedJobState:
     running: bool
     pending_datasets: list[int]  # waiting for the next round
     current_datasets: list[int]  # being embedded now
-    model: str  # Settings.model (the job may embed every active model, see the module docs)
+    model: str  # Settings.model (the job embeds every active model unless pinned, see the module docs)
     started_at: float | None = None  # unix time of the current/last round's start
     finished_at: float | None = None  # unix time the last round ended
     last_summary: str | None = None
@@ -46,9 +48,10 @@ class EmbedJobState:
 class EmbedJobs:
     """One background embedding thread per server process (see the module docs)."""
 
-    def __init__(self, db: Database, settings: Settings):
+    def __init__(self, db: Database, settings: Settings, *, pinned: Sequence[str] = ()):
         self.db = db
         self.settings = settings
+        self.pinned = list(pinned)
         self._lock = threading.Lock()
         self._pending: set[int] = set()
         self._current: list[int] = []
@@ -93,13 +96,10 @@ class EmbedJobs:
         self.wait(timeout)
 
     def _models(self) -> list[str]:
-        from visearch.db.models import list_models
+        from visearch.admin import models_to_embed
 
-        if "model" in self.settings.model_fields_set:
-            return [self.settings.model]
-        with self.db.connect() as conn:
-            active = [m.name for m in list_models(conn) if m.is_active]
-        return active or [self.settings.model]
+        with self.db.pooled() as conn:
+            return models_to_embed(conn, pinned=self.pinned, default=self.settings.model)
 
     def _run(self) -> None:
         from visearch.embed import embed_pending

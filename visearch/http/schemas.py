@@ -266,6 +266,9 @@ class ModelStatusOut(Struct):
     workers: Annotated[int, Meta(description="live workers embedding this model")]
     rate: Annotated[float | None, Meta(description="their summed rate, items/s")]
     eta_seconds: float | None
+    index_missing: Annotated[list[str], Meta(
+        description="vector kinds ('image', 'object') with vectors but no valid HNSW index: searches of "
+                    "them scan exactly until the next embed run or worker pass builds it")] = []
 
 
 class FailureOut(Struct):

@@ -1,13 +1,12 @@
-"""Keeping embeddings fresh: the ``visearch worker`` process, status, and control.
+"""Keeping embeddings fresh: the ``visearch worker`` process.
 
 * :mod:`visearch.worker.scheduler` -- :class:`~visearch.worker.scheduler.EmbeddingWorker`: an
   APScheduler job that drains the embedding queue (:func:`visearch.embed.embed_pending`) on an
   interval and at once when PostgreSQL notifies ``visearch_embedding_queue``.
-* :mod:`visearch.worker.status` -- per dataset and model: items, embedded, stale, failed (with
-  reasons), rate and ETA of running workers (SQL in ``sql/status/``).
-* :mod:`visearch.worker.control` -- enable/disable AI search per dataset, add/(de)activate models.
+* :mod:`visearch.worker.cli` -- the ``worker``, ``status``, ``dataset`` and ``model`` commands.
 * :mod:`visearch.worker.serving` -- which model answers a search, and the coverage note.
 
-This package imports neither APScheduler nor torch at import time: the search service imports
-:mod:`visearch.worker.serving` on every process start.
+The worker uses the services (:mod:`visearch.admin` for datasets, models and
+``models_to_embed``; :mod:`visearch.status` for ``visearch status``); no service imports the
+worker. This package imports neither APScheduler nor torch at import time.
 """

@@ -11,7 +11,9 @@ import logging
 
 import click
 
-from visearch.cli import _Context, _fail, pass_ctx
+from visearch.cli_context import CliContext as _Context
+from visearch.cli_context import fail as _fail
+from visearch.cli_context import model_from_command_line, pass_ctx
 
 
 @click.command()
@@ -67,21 +69,6 @@ def worker(obj: _Context, interval, batch_size, claim_size, lease_seconds, max_a
         raise
 
 
-def model_from_command_line() -> str | None:
-    """The spec given with ``visearch --model SPEC ...`` on the command line itself, else None.
-
-    ``--model`` also reads ``VISEARCH_MODEL``; only a flag typed for this command pins the model
-    (of a search, of a worker). The environment names the default model of a new database, and
-    deployments set it everywhere (docker-compose), which must not stop model switches.
-    """
-    from click.core import ParameterSource
-
-    root = click.get_current_context().find_root()
-    if root.get_parameter_source("model") == ParameterSource.COMMANDLINE:
-        return root.obj.settings.model
-    return None
-
-
 @click.command()
 @click.option("-d", "--dataset", "datasets", multiple=True, help="Only these datasets (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -89,7 +76,7 @@ def model_from_command_line() -> str | None:
 def status(obj: _Context, datasets, as_json):
     """Per dataset and model: items, embedded, stale, failed (grouped by reason), rate and ETA."""
     from visearch.errors import VisearchError
-    from visearch.worker.status import collect_status, format_status
+    from visearch.status import collect_status, format_status
 
     try:
         report = collect_status(obj.db, datasets)
@@ -112,20 +99,20 @@ def dataset_list(obj: _Context):
     """Datasets with their AI search flag and item counts."""
     from tabulate import tabulate
 
-    from visearch.worker.control import list_datasets
+    from visearch.admin import list_datasets
 
-    rows = [(d.name, "enabled" if d.search_enabled else "disabled", d.images, d.objects, d.description)
+    rows = [(d.name, "enabled" if d.search_enabled else "disabled", d.images, d.annotations, d.description)
             for d in list_datasets(obj.db)]
     click.echo(tabulate(rows, headers=["dataset", "AI search", "images", "objects", "description"])
                if rows else "no datasets yet: `visearch ingest PATH -d NAME`")
 
 
 def _set_enabled(obj: _Context, name: str, enabled: bool) -> None:
+    from visearch.admin import dataset_by_name, set_search_enabled
     from visearch.errors import VisearchError
-    from visearch.worker.control import set_search_enabled
 
     try:
-        changed = set_search_enabled(obj.db, name, enabled)
+        _, changed = set_search_enabled(obj.db, dataset_by_name(obj.db, name).id, enabled)
     except VisearchError as exc:
         _fail(exc)
     state = "enabled" if enabled else "disabled"
@@ -168,7 +155,7 @@ def model_add(obj: _Context, spec):
     Searches keep using the current model for each dataset until SPEC has embedded all of it,
     then switch to SPEC by themselves (see `visearch model list`).
     """
-    from visearch.worker.control import add_model
+    from visearch.admin import add_model
 
     try:
         row, queued = add_model(obj.db, spec, device=obj.settings.device)
@@ -184,22 +171,22 @@ def model_list(obj: _Context):
     """Registered models: vectors, queue, and which one searches use by default."""
     from tabulate import tabulate
 
-    from visearch.worker.control import list_models
+    from visearch.admin import list_models
 
     rows = [(m.name, m.dim, "yes" if m.embeds_text else "no", "yes" if m.is_active else "no",
-             m.image_vectors, m.object_vectors, m.stale, m.failed, "*" if m.serving else "")
+             m.image_vectors, m.object_vectors, m.queued, m.failed, "*" if m.serving else "")
             for m in list_models(obj.db)]
     click.echo(tabulate(rows, headers=["model", "dim", "text", "active", "image vectors", "object vectors",
-                                       "stale", "failed", "serving"])
+                                       "queued", "failed", "serving"])
                if rows else "no models yet: `visearch model add SPEC` or `visearch embed`")
 
 
 def _set_active(obj: _Context, name: str, active: bool) -> None:
+    from visearch.admin import model_by_name, set_model_active
     from visearch.errors import VisearchError
-    from visearch.worker.control import set_model_active
 
     try:
-        changed = set_model_active(obj.db, name, active)
+        changed = set_model_active(obj.db, model_by_name(obj.db, name).id, active)
     except VisearchError as exc:
         _fail(exc)
     word = "active" if active else "inactive"

@@ -37,15 +37,15 @@ from typing import Sequence
 
 import psycopg
 
+from visearch.admin import CHANNEL, models_to_embed
 from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.db.models import register_model
-from visearch.embed import backlog, default_worker_id, embed_pending
+from visearch.embed import RunProgress, backlog, build_missing_indexes, default_worker_id, embed_pending
 from visearch.resources import read_sql
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "visearch_embedding_queue"
 JOB_ID = "embed"
 
 
@@ -91,8 +91,6 @@ class WorkerOptions:
             backlogs, and 0 (in-process) when at most two batches are queued, which answers a
             few fresh rows sooner than starting a process.
         heartbeat_seconds: how often the listener thread marks the worker alive.
-        bulk_load_min_items: passed to :func:`embed_pending`; by default the worker never drops
-            a model's HNSW index (searches keep using it) and inserts into it instead.
         torch_threads: intra-op threads for inference (``torch.set_num_threads``); ``None``:
             cores divided by the live workers on this host, re-checked after every batch.
             Oversubscribed OpenMP threads spin against each other (on a 2-core machine,
@@ -109,7 +107,6 @@ class WorkerOptions:
     slice_seconds: float = 60.0
     decode_workers: int | None = None
     heartbeat_seconds: float = 5.0
-    bulk_load_min_items: int = 2**62
     torch_threads: int | None = None
 
 
@@ -304,7 +301,7 @@ class EmbeddingWorker:
         """Drain each model's queue once; True when a time slice ran out (more to do now)."""
         self.passes += 1
         conn = self._connection()
-        specs = self._pinned if self._pinned else self._active_models(conn)
+        specs = models_to_embed(conn, pinned=self._pinned or (), default=self.settings.model)
         models = [m for m in (self._model(s) for s in specs) if m is not None]
         more = False
         for model in models:
@@ -325,6 +322,8 @@ class EmbeddingWorker:
             self._registered.add(row.id)
         queued = sum(backlog(self.db, row.id).values())
         if queued == 0:
+            # a bulk load killed before its rebuild left the index dropped: build it now
+            build_missing_indexes(conn, row.id)
             return False
         decode_workers = opts.decode_workers
         if decode_workers is None and queued <= 2 * opts.batch_size:
@@ -338,7 +337,7 @@ class EmbeddingWorker:
             claim_size=opts.claim_size or 4 * opts.batch_size, num_workers=decode_workers,
             worker_id=self.worker_id, lease_seconds=opts.lease_seconds,
             max_attempts=opts.max_attempts, backoff_seconds=opts.backoff_seconds,
-            bulk_load_min_items=opts.bulk_load_min_items, progress=False,
+            progress=False, record_progress=False,
             stop=deadline, on_batch=progress,
         )
         progress.finish(report)
@@ -358,14 +357,6 @@ class EmbeddingWorker:
         if torch.get_num_threads() != threads:
             log.info("%d live workers on this host: %d inference threads", live, threads)
             torch.set_num_threads(threads)
-
-    def _active_models(self, conn: psycopg.Connection) -> list[str]:
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM embedding_models WHERE is_active ORDER BY activated_at, id")]
-        if names:
-            return names
-        has_any = conn.execute("SELECT EXISTS (SELECT 1 FROM embedding_models)").fetchone()[0]
-        return [] if has_any else [self.settings.model]  # a fresh database: the default model
 
     def _model(self, spec: str, *, required: bool = False):
         """The loaded model for a spec (loaded on first use), or None if it cannot be loaded."""
@@ -401,30 +392,23 @@ class EmbeddingWorker:
 
 
 class _Progress:
-    """``on_batch`` for :func:`embed_pending`: one log line and one progress row per batch.
-
-    The rate is items per second of wall time between batch commits (decoding and inference
-    included), smoothed over batches (exponential moving average, weight 0.3 on the newest).
-    """
+    """``on_batch`` for :func:`embed_pending`: one log line and one progress row per batch
+    (:class:`visearch.embed.RunProgress`; the worker's listener thread heartbeats)."""
 
     def __init__(self, worker: EmbeddingWorker, conn: psycopg.Connection, model_id: int, model_name: str):
-        self.worker, self.conn, self.model_id, self.model_name = worker, conn, model_id, model_name
-        self.last = time.perf_counter()
-        self.rate: float | None = None
-        self.items = 0
+        self.worker, self.conn, self.model_name = worker, conn, model_name
+        self.run = RunProgress(worker.db, worker.worker_id, model_id, heartbeat_seconds=None)
+
+    @property
+    def rate(self) -> float | None:
+        return self.run.rate
 
     def __call__(self, items: int, _write_seconds: float) -> None:
-        now = time.perf_counter()
-        seconds, self.last = now - self.last, now
-        batch_rate = items / seconds if seconds > 0 else 0.0
-        self.rate = batch_rate if self.rate is None else 0.3 * batch_rate + 0.7 * self.rate
-        self.items += items
         if self.worker.options.torch_threads is None:
             self.worker._share_cores(self.conn)
-        left = sum(backlog(self.worker.db, self.model_id).values())
+        seconds, batch_rate, left = self.run.batch(items)
         log.info("%s: %d items in %.2f s (%.1f items/s), backlog %d",
                  self.model_name, items, seconds, batch_rate, left)
-        self._update(state="embedding", items=items, failures=0, rate=self.rate, backlog=left)
 
     def finish(self, report) -> None:
         by_reason: dict[str, list[str]] = {}
@@ -433,13 +417,4 @@ class _Progress:
         for reason, items in by_reason.items():
             log.warning("%s: %d failed (%s): %s", self.model_name, len(items), reason,
                         ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
-        self._update(state="idle", items=0, failures=len(report.failures), rate=None,
-                     backlog=report.remaining)
-
-    def _update(self, **values) -> None:
-        try:
-            self.conn.execute(read_sql("status/worker_progress.sql"), {
-                "worker_id": self.worker.worker_id, "model_id": self.model_id, **values,
-            })
-        except psycopg.Error as exc:  # progress is informative; never fail a batch over it
-            log.warning("could not record progress: %s", exc)
+        self.run.finish(report, state="idle")

@@ -9,7 +9,7 @@ from litestar import Controller, get, post
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, MultipartBody, Parameter
 
-from visearch import catalog
+from visearch import admin, catalog
 from visearch.errors import InvalidRequestError
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Jobs
@@ -49,31 +49,31 @@ class DatasetController(Controller):
     @post(sync_to_thread=True, summary="Create a dataset", responses=error_responses(400, 401, 409))
     def create(self, db: DB, data: JSONBody[DatasetBody]) -> DatasetOut:
         """Create an empty dataset (AI search enabled). 201; 409 if the name is taken."""
-        return convert.dataset(catalog.create_dataset(db, data.name, description=data.description,
+        return convert.dataset(admin.create_dataset(db, data.name, description=data.description,
                                                       metadata=data.metadata))
 
     @get(sync_to_thread=True, summary="List datasets", responses=error_responses(401))
     def list_datasets(self, db: DB) -> list[DatasetOut]:
         """Every dataset with its numbers of images and annotations (boxes)."""
-        return [convert.dataset(d) for d in catalog.list_datasets(db)]
+        return [convert.dataset(d) for d in admin.list_datasets(db)]
 
     @get("/{dataset_id:int}", sync_to_thread=True, summary="A dataset", responses=error_responses(400, 401, 404))
     def get_dataset(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
-        return convert.dataset(catalog.get_dataset(db, dataset_id))
+        return convert.dataset(admin.get_dataset(db, dataset_id))
 
     @post("/{dataset_id:int}/enable", sync_to_thread=True, status_code=200, summary="Enable AI search",
           responses=error_responses(400, 401, 404))
     def enable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Include the dataset in search and in automatic embedding again (its vectors were
         kept; items changed meanwhile are queued)."""
-        return convert.dataset(catalog.set_search_enabled(db, dataset_id, True))
+        return convert.dataset(admin.set_search_enabled(db, dataset_id, True)[0])
 
     @post("/{dataset_id:int}/disable", sync_to_thread=True, status_code=200, summary="Disable AI search",
           responses=error_responses(400, 401, 404))
     def disable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Leave the dataset out of search and of automatic embedding; its vectors are kept.
         Searches naming it answer 422."""
-        return convert.dataset(catalog.set_search_enabled(db, dataset_id, False))
+        return convert.dataset(admin.set_search_enabled(db, dataset_id, False)[0])
 
     @get("/{dataset_id:int}/status", sync_to_thread=True, summary="Embedding status",
          responses=error_responses(400, 401, 404))
@@ -93,12 +93,12 @@ class DatasetController(Controller):
         job as `visearch embed -d NAME`) in a background thread; a trigger while it runs is
         merged into it. Follow the progress with `GET /v1/datasets/{id}/status`. 422 if AI
         search is disabled for the dataset."""
-        info = catalog.get_dataset(db, dataset_id)
+        info = admin.get_dataset(db, dataset_id)
         if not info.search_enabled:
             raise InvalidRequestError(f"AI search is disabled for dataset {info.name!r}; enable it first")
-        queued = catalog.queued_items(db, dataset_id)
-        if catalog.live_workers(db):
-            catalog.notify_workers(db)
+        queued = admin.queued_items(db, dataset_id)
+        if admin.live_workers(db):
+            admin.notify_workers(db)
             return EmbedTriggerOut(dataset_id=dataset_id, queued=queued, handled_by="workers",
                                    job=convert.job(jobs.state()))
         state = jobs.trigger(dataset_id)

@@ -1,7 +1,10 @@
-"""``visearch status``: how fresh the embeddings are, per dataset and model.
+"""``visearch status`` and ``GET /v1/datasets/{id}/status``: how fresh the embeddings are,
+per dataset and model.
 
 Reads ``sql/status/datasets.sql`` (over the ``embedding_status`` view), ``failures.sql`` and
 ``workers.sql``; analysts can run the same SQL from psql. Counts are of items (images + boxes).
+Every embed run has a row in ``embedding_workers`` (``visearch worker``, ``visearch embed``,
+the HTTP job: :class:`visearch.embed.RunProgress`), so rate and ETA show for each of them.
 """
 
 from __future__ import annotations
@@ -10,12 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from visearch.admin import ALIVE_SECONDS, dataset_ids_by_name
 from visearch.db.database import Database
 from visearch.resources import read_sql
-from visearch.search.filters import resolve_dataset_ids
-
-#: A worker whose heartbeat (every 5 s by default) is older than this is reported dead.
-ALIVE_SECONDS = 30.0
 
 
 @dataclass
@@ -24,7 +24,8 @@ class StatusReport:
 
     Attributes:
         datasets: per (dataset, model): items, embedded, stale, retrying, in_progress, failed,
-            covered, workers, rate (items/s), eta_seconds.
+            covered, workers, rate (items/s), eta_seconds, index_missing (the kinds whose
+            HNSW index is missing though vectors exist).
         failures: failed or retrying items grouped by dataset, model, kind and reason.
         workers: every worker row, with state idle | embedding | stopped | dead.
     """
@@ -40,8 +41,8 @@ def collect_status(db: Database, datasets: Sequence[str] = (), *, alive_seconds:
     Raises:
         NotFoundError: an unknown dataset name.
     """
+    ids = dataset_ids_by_name(db, datasets)
     with db.connect() as conn:
-        ids = _dataset_ids(conn, datasets)
         params = {"dataset_ids": ids, "alive_seconds": alive_seconds}
 
         def rows(name: str) -> list[dict[str, Any]]:
@@ -50,16 +51,6 @@ def collect_status(db: Database, datasets: Sequence[str] = (), *, alive_seconds:
             return [dict(zip(cols, r)) for r in cur.fetchall()]
 
         return StatusReport(datasets=rows("datasets"), failures=rows("failures"), workers=rows("workers"))
-
-
-def _dataset_ids(conn, names: Sequence[str]) -> list[int] | None:
-    if not names:
-        return None
-    # resolve_dataset_ids refuses disabled datasets (right for search); status shows them too
-    rows = dict(conn.execute("SELECT name, id FROM datasets WHERE name = ANY(%s)", (list(names),)).fetchall())
-    if len(rows) < len(set(names)):
-        resolve_dataset_ids(conn, [n for n in names if n not in rows])  # raises NotFoundError
-    return [rows[n] for n in names]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -90,11 +81,17 @@ def format_status(report: StatusReport) -> str:
             "yes" if r["covered"] else "no",
             f"{r['rate']:.1f}/s" if r["rate"] else "-",
             format_duration(r["eta_seconds"]),
+            "index missing: " + ", ".join(r["index_missing"]) if r["index_missing"] else "ok",
         )
         for r in report.datasets
     ]
     out = [tabulate(rows, headers=["dataset", "model", "items", "embedded", "stale", "embedding now",
-                                   "retrying", "failed", "covered", "rate", "ETA"])]
+                                   "retrying", "failed", "covered", "rate", "ETA", "HNSW"])]
+    missing = sorted({(r["model"], kind) for r in report.datasets for kind in r["index_missing"] or ()})
+    if missing:
+        out.append("\nindex missing: " + "; ".join(f"{m} ({k} vectors)" for m, k in missing)
+                   + ". Searches of these scan exactly (slower) until the next `visearch embed` or"
+                   " worker pass builds the index (CREATE INDEX CONCURRENTLY).")
     if report.failures:
         out.append("\nfailures (retrying: will be tried again; given up: after the attempt limit):")
         out.append(tabulate(
