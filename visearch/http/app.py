@@ -18,11 +18,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from visearch.config import Settings, get_settings
 from visearch.db.database import Database
-from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys
+from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys, role_guard
 from visearch.http.controllers.collections import CollectionController
 from visearch.http.controllers.datasets import DatasetController
 from visearch.http.controllers.images import AnnotationController, ImageController
 from visearch.http.controllers.search import SearchController
+from visearch.http.edge import check_request
 from visearch.http.errors import exception_handlers
 from visearch.http.jobs import EmbedJobs
 from visearch.http.schemas import HealthOut
@@ -70,7 +71,7 @@ def create_app(
         debug: Litestar debug mode (tracebacks in 500 responses: never in production).
 
     Raises:
-        ValueError: malformed ``settings.api_keys``.
+        ApiKeyError: malformed ``settings.api_keys`` (:func:`visearch.http.auth.parse_api_keys`).
     """
     settings = settings or get_settings()
     if db is None:
@@ -107,6 +108,8 @@ def create_app(
             "jobs": Provide(_provide_jobs, sync_to_thread=False),
         },
         middleware=[auth_middleware()],
+        guards=[role_guard],
+        before_request=check_request,
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.http_max_body_bytes,
         openapi_config=openapi,

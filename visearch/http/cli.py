@@ -34,8 +34,9 @@ def is_loopback(host: str) -> bool:
 def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_threads: int):
     """Serve the HTTP API (OpenAPI docs at /schema) on the embedded database by default.
 
-    API keys: VISEARCH_API_KEYS="name=secret,other=secret2" (clients send the X-API-Key header).
-    Without keys the server listens on localhost only.
+    API keys: VISEARCH_API_KEYS="alice:admin:SECRET,bob:read:SECRET2" (roles read, write,
+    admin; secrets of 16 characters or more; clients send the X-API-Key header). Without keys
+    the server listens on localhost only.
     """
     import uvicorn
 
@@ -45,12 +46,12 @@ def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_thr
     settings = obj.settings
     try:
         keys = parse_api_keys(settings.api_keys)
-    except ValueError as exc:
+    except ValueError as exc:  # ApiKeyError: which entry and why, never the secret
         raise click.ClickException(f"VISEARCH_API_KEYS: {exc}") from exc
     if not keys and not is_loopback(host):
         raise click.ClickException(
             f"refusing to listen on {host} without API keys: anyone who can reach it could read and "
-            "change your data. Set VISEARCH_API_KEYS=name=secret[,name2=secret2] or listen on 127.0.0.1."
+            "change your data. Set VISEARCH_API_KEYS=name:role:secret[,name2:role:secret2] or listen on 127.0.0.1."
         )
     if torch_threads:
         import torch
