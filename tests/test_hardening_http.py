@@ -299,3 +299,22 @@ def test_database_down_is_503_with_retry_after_and_no_stale_connection_after(tmp
     finally:
         release_embedded_server(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_the_schema_page_loads_nothing_from_elsewhere(client):
+    page = client.get("/schema")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    assert "<script" not in text.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text, re.I), "an external resource"
+    assert "/v1/search" in text and "SearchBody" in text and "/schema/openapi.json" in text
+    assert client.get("/schema/openapi.json").json()["paths"]["/v1/search"]
+
+
+def test_published_integer_bounds_are_exact_integers(client):
+    raw = client.get("/schema/openapi.json").text
+    bounds = re.findall(r'"(?:maximum|minimum)":\s*(-?[0-9.eE+]+)', raw)
+    assert "9223372036854775807" in bounds and not any("e" in b.lower() for b in bounds), bounds
+    r = H["read"]
+    assert client.get(f"/v1/images/{2**63 - 1}", headers=r).status_code == 404  # allowed, and unknown
+    _error(client.get(f"/v1/images/{2**63}", headers=r), 400, "bad_request")  # what the schema forbids

@@ -116,3 +116,23 @@ def test_tagging_a_collection_while_its_images_are_deleted_tags_what_is_left(db)
     with db.connect() as conn:
         labelled = {row[0] for row in conn.execute("SELECT image_id FROM image_labels")}
     assert labelled == {ids[0], ids[2], ids[3]}
+
+
+def test_the_no_vectors_advice_names_a_command_that_exists(db):
+    import re
+    import shlex
+
+    import pytest
+    from click.testing import CliRunner
+
+    from visearch.cli import cli
+    from visearch.db.models import get_model
+    from visearch.errors import NotFoundError
+
+    with db.connect() as conn, pytest.raises(NotFoundError) as info:
+        get_model(conn, "openclip")
+    command = re.search(r"`(visearch [^`]+)`", str(info.value)).group(1)
+    args = shlex.split(command)[1:]
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0, (command, result.output)
+    assert "Embed every image and box" in result.output

@@ -301,7 +301,8 @@ def test_collection_tags_and_copy_into_another_dataset(client, coco):
     r = client.post(f"/v1/collections/{cid}/tags", json={"concepts": ["tall animal", "savanna"]})
     assert r.status_code == 200, r.text
     assert r.json() == {"images": len(giraffes), "concepts": ["tall animal", "savanna"],
-                        "concepts_created": 2, "labels_added": 2 * len(giraffes)}
+                        "concepts_created": 2, "labels_added": 2 * len(giraffes),
+                        "images_tagged": len(giraffes), "images_gone": []}
     again = client.post(f"/v1/collections/{cid}/tags", json={"concepts": ["tall animal"]}).json()
     assert again["labels_added"] == 0
     # tags are concept filters at once

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 
 import click
 
 from visearch.cli import pass_ctx
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # atexit handlers run: the embedded server is released
 
 
 def is_loopback(host: str) -> bool:
@@ -58,6 +63,11 @@ def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_thr
 
         torch.set_num_threads(torch_threads)
     app = create_app(settings, obj.db)
+    # uvicorn shuts down gracefully on SIGINT and SIGTERM, then re-raises the signal with the
+    # handler that was there before it started: for SIGTERM (kill, systemd, docker stop) that was
+    # the default, which ends the process without atexit, leaving the embedded server running
+    # with this process as a stale holder. Exit like on Ctrl-C instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     click.echo(f"visearch API on http://{host}:{port} (docs: /schema; "
                f"{'API key required' if keys else 'no API key'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)

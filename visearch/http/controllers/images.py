@@ -30,7 +30,7 @@ class ImageController(Controller):
         return convert.image(catalog.get_image(db, image_id))
 
     @get("/{image_id:int}/original", sync_to_thread=True, summary="The original file",
-         media_type="application/octet-stream", responses=error_responses(400, 401, 403, 404))
+         media_type="image/*", responses=error_responses(400, 401, 403, 404))
     def original(self, db: DB, settings: AppSettings, image_id: ImageId) -> Response[bytes]:
         """The image file byte for byte, with its own Content-Type (image/jpeg, image/png, ...).
         404 also when it was ingested by reference and the file is gone; 403 when that file
