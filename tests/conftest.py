@@ -19,7 +19,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 _DATA_TABLES = (
     "embedding_queue, object_embeddings, image_embeddings, embedding_models, captions, "
     "annotations, image_labels, ingest_rejects, concepts, image_content, images, datasets, "
-    "collection_items, collections, embedding_workers"
+    "collection_items, collections, embedding_workers, media_roots"
 )
 
 

@@ -301,7 +301,8 @@ def test_collection_tags_and_copy_into_another_dataset(client, coco):
     r = client.post(f"/v1/collections/{cid}/tags", json={"concepts": ["tall animal", "savanna"]})
     assert r.status_code == 200, r.text
     assert r.json() == {"images": len(giraffes), "concepts": ["tall animal", "savanna"],
-                        "concepts_created": 2, "labels_added": 2 * len(giraffes)}
+                        "concepts_created": 2, "labels_added": 2 * len(giraffes),
+                        "images_tagged": len(giraffes), "images_gone": []}
     again = client.post(f"/v1/collections/{cid}/tags", json={"concepts": ["tall animal"]}).json()
     assert again["labels_added"] == 0
     # tags are concept filters at once
@@ -466,19 +467,19 @@ def test_text_on_an_image_only_model_is_422_naming_the_model(client):
 
 
 def test_api_keys(coco, api_settings):
-    keyed = api_settings.model_copy(update={"api_keys": ["alice=secret-a", "bare-secret"]})
+    keyed = api_settings.model_copy(update={"api_keys": ["alice:secret-a-0123456789", "bare-secret-0123456789"]})
     with TestClient(create_app(keyed, coco)) as c:
         body = _error(c.post("/v1/search", json={"image_ids": [1]}), 401, "unauthorized")
         assert "X-API-Key" in body["detail"]
         _error(c.get("/v1/datasets", headers={"X-API-Key": "wrong"}), 401, "unauthorized")
         assert c.get("/health").status_code == 200 and c.get("/health").json()["api_keys_required"] is True
         assert c.get("/schema/openapi.json").status_code == 200
-        a = c.post("/v1/search", json={"image_ids": [1], "limit": 2}, headers={"X-API-Key": "secret-a"})
-        b = c.post("/v1/search", json={"image_ids": [2], "limit": 2}, headers={"X-API-Key": "bare-secret"})
+        a = c.post("/v1/search", json={"image_ids": [1], "limit": 2}, headers={"X-API-Key": "secret-a-0123456789"})
+        b = c.post("/v1/search", json={"image_ids": [2], "limit": 2}, headers={"X-API-Key": "bare-secret-0123456789"})
         assert a.status_code == b.status_code == 200
         # each identity has its own temporary collection, invisible to the other
-        assert c.get(f"/v1/collections/{a.json()['collection_id']}", headers={"X-API-Key": "secret-a"}).status_code == 200
-        _error(c.get(f"/v1/collections/{a.json()['collection_id']}", headers={"X-API-Key": "bare-secret"}), 404)
+        assert c.get(f"/v1/collections/{a.json()['collection_id']}", headers={"X-API-Key": "secret-a-0123456789"}).status_code == 200
+        _error(c.get(f"/v1/collections/{a.json()['collection_id']}", headers={"X-API-Key": "bare-secret-0123456789"}), 404)
     owners = {r[0] for r in _sql(coco, "SELECT owner FROM collections")}
     assert "alice" in owners and any(o.startswith("key-") for o in owners)
     assert not any("secret" in o for o in owners)

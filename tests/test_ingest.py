@@ -80,19 +80,20 @@ def test_bad_files_are_skipped_with_distinct_reasons(db, coco128, tmp_path):
     (bad / "empty.jpg").write_bytes(b"")
     whole = sources[0].read_bytes()
     (bad / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
-    (bad / "notes.txt").write_text("these are not the images you are looking for\n")
+    (bad / "notes.txt").write_text("these are not the images you are looking for\n")  # not an image: ignored
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: ignored, not a reject
 
     report = ingest_folder(db, "mixed", folder, progress=False, workers=2)
 
     assert report.images_added == len(sources)
     reasons = {path_from_source_uri(s.source_uri).name: s.reason for s in report.skipped}
-    assert set(reasons) == {"garbage.jpg", "empty.jpg", "truncated.jpg", "notes.txt"}
+    assert set(reasons) == {"garbage.jpg", "empty.jpg", "truncated.jpg"}
+    assert report.not_images == 1
     kinds = {name: reason.split(":")[0] for name, reason in reasons.items()}
     assert kinds["empty.jpg"] == "empty"
     assert kinds["truncated.jpg"] == "truncated"
-    assert kinds["garbage.jpg"] == "unidentified" and kinds["notes.txt"] == "unidentified"
-    assert len(set(reasons.values())) == 4  # each says what is wrong with that file
+    assert kinds["garbage.jpg"] == "unidentified"
+    assert len(set(reasons.values())) == 3  # each says what is wrong with that file
 
     with db.connect() as conn:
         rejects = dict(conn.execute("SELECT source_uri, reason FROM ingest_rejects").fetchall())
@@ -100,12 +101,12 @@ def test_bad_files_are_skipped_with_distinct_reasons(db, coco128, tmp_path):
     assert rejects == {s.source_uri: s.reason for s in report.skipped}
     assert names == {f"good/{s.name}" for s in sources}
     summary = report.summary()
-    assert "truncated: 1" in summary and "unidentified: 2" in summary
+    assert "truncated: 1" in summary and "unidentified: 1" in summary and "1 files that are not images" in summary
 
     # Re-running neither duplicates images nor piles up reject rows.
     again = ingest_folder(db, "mixed", folder, progress=False)
-    assert (again.images_added, again.images_existing, len(again.skipped)) == (0, len(sources), 4)
-    assert _count(db, "SELECT count(*) FROM ingest_rejects") == 4
+    assert (again.images_added, again.images_existing, len(again.skipped)) == (0, len(sources), 3)
+    assert _count(db, "SELECT count(*) FROM ingest_rejects") == 3
 
 
 def test_coco_mini_captions_then_instances_share_images(db, coco_mini):

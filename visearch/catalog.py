@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Sequence
 
 from PIL import Image
@@ -34,7 +37,8 @@ from visearch.admin import (  # noqa: F401  (re-exported: the dataset half of th
 )
 from visearch.embedding.decode import DEFAULT_MAX_PIXELS, decode_image, probe_image
 from visearch.errors import InvalidRequestError, NotFoundError
-from visearch.ingest.files import path_from_source_uri
+from visearch.media import media_roots as media_roots_in_force
+from visearch.media import resolve_media_path
 from visearch.ingest.writer import NewImage, ensure_concepts, insert_images, insert_labels
 from visearch.resources import read_sql
 
@@ -43,6 +47,15 @@ UPLOAD_LABEL_SOURCE = "manual"
 #: Thumbnail and crop sizes accepted (longest side, pixels).
 MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
 JPEG_QUALITY = 85
+#: Decodes of more pixels than this (after JPEG draft scaling) run at most
+#: LARGE_DECODE_SLOTS at a time (decode_bounded).
+LARGE_DECODE_PIXELS = 16_000_000
+LARGE_DECODE_SLOTS = 2
+_LARGE_DECODES = threading.BoundedSemaphore(LARGE_DECODE_SLOTS)
+#: Memory for cached thumbnails (a 256-pixel JPEG is ~10-20 kB).
+THUMBNAIL_CACHE_BYTES = 64 * 1024 * 1024
+#: Most labels one upload may give its image (one upload once created 20,000).
+MAX_LABELS_PER_UPLOAD = 100
 
 
 @dataclass
@@ -124,8 +137,11 @@ def upload_image(
 
     Raises:
         NotFoundError: unknown dataset.
+        InvalidRequestError: more than :data:`MAX_LABELS_PER_UPLOAD` distinct labels.
         ImageDecodeError: not an image, corrupt, truncated, or more than ``max_pixels`` pixels.
     """
+    if len({n.strip() for n in labels if n and n.strip()}) > MAX_LABELS_PER_UPLOAD:
+        raise InvalidRequestError(f"an upload may give at most {MAX_LABELS_PER_UPLOAD} labels")
     get_dataset(db, dataset_id)  # 404 before any decoding work
     info = probe_image(data, max_pixels=max_pixels)
     decode_image(data, max_pixels=max_pixels).close()  # a full decode catches truncated files
@@ -157,22 +173,33 @@ def get_image(db: Database, image_id: int) -> ImageDetail:
     return detail
 
 
-def image_original(db: Database, image_id: int) -> tuple[bytes, str]:
+def image_original(db: Database, image_id: int, *, media_roots: Sequence[Path] = ()) -> tuple[bytes, str]:
     """The original file bytes of an image and its format (Pillow's name, e.g. ``"JPEG"``).
+
+    An image ingested by reference is read from its file only inside the media roots
+    (:mod:`visearch.media`): ``media_roots`` (``Settings.media_roots``) or, when empty, the
+    folders ingested from.
 
     Raises:
         NotFoundError: unknown image, or ingested by reference and the file is gone.
+        ForbiddenError: ingested by reference and the file is outside the media roots.
     """
+    return _original(db, image_id, media_roots)[:2]
+
+
+def _original(db: Database, image_id: int, media_roots: Sequence[Path]) -> tuple[bytes, str, str]:
+    """(bytes, format, sha256 hex) of an image; see :func:`image_original`."""
     with db.pooled() as conn:
         row = conn.execute(read_sql("catalog/image_source.sql"), {"image_id": image_id}).fetchone()
-    if row is None:
-        raise NotFoundError(f"unknown image id {image_id}")
-    _id, fmt, _w, _h, uri, content, _sha = row
-    if content is not None:
-        return bytes(content), fmt
+        if row is None:
+            raise NotFoundError(f"unknown image id {image_id}")
+        _id, fmt, _w, _h, uri, content, sha = row
+        if content is not None:
+            return bytes(content), fmt, sha
+        roots = media_roots_in_force(conn, media_roots)
     try:
-        return path_from_source_uri(uri or "").read_bytes(), fmt
-    except (OSError, ValueError) as exc:
+        return resolve_media_path(uri or "", roots).read_bytes(), fmt, sha
+    except OSError as exc:
         raise NotFoundError(
             f"image {image_id} was ingested by reference and its file is not readable ({uri}): {exc}"
         ) from exc
@@ -198,18 +225,103 @@ def _check_size(size: int | None) -> None:
         raise InvalidRequestError(f"size must be in [{MIN_THUMBNAIL}, {MAX_THUMBNAIL}] pixels, not {size}")
 
 
-def image_thumbnail(db: Database, image_id: int, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+@dataclass
+class Thumbnail:
+    """A thumbnail and its entity tag (``"<image sha256>-<size>"``); ``data`` is None when the
+    client's ``If-None-Match`` already names that tag (HTTP 304)."""
+
+    etag: str
+    data: bytes | None
+
+
+def decode_bounded(data: bytes, *, max_pixels: int, draft: int | None = None) -> Image.Image:
+    """:func:`decode_image` with memory bounded for serving: JPEGs decode scaled down towards
+    ``draft`` pixels (``Image.draft``: 1/2 to 1/8 while decoding); an image that still decodes
+    to more than :data:`LARGE_DECODE_PIXELS` waits for one of :data:`LARGE_DECODE_SLOTS` slots,
+    so a burst of huge PNGs is decoded a few at a time (each costs ~3-4 bytes per pixel: 250 MB
+    for 8000x8000) instead of all at once.
+
+    Raises:
+        ImageDecodeError: as :func:`decode_image` (over ``max_pixels``: ``too_large``).
+    """
+    info = probe_image(data, max_pixels=max_pixels)
+    pixels = info.width * info.height
+    if info.format == "JPEG" and draft is not None:
+        scale = max(1, min(8, min(info.width, info.height) // max(draft, 1)))
+        pixels //= scale * scale
+    if pixels <= LARGE_DECODE_PIXELS:
+        return decode_image(data, max_pixels=max_pixels, draft=draft)
+    with _LARGE_DECODES:
+        return decode_image(data, max_pixels=max_pixels, draft=draft)
+
+
+def _etag(sha256_hex: str, size: int) -> str:
+    return f'"{sha256_hex}-{size}"'
+
+
+def image_thumbnail(
+    db: Database, image_id: int, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+    media_roots: Sequence[Path] = (), if_none_match: str | None = None,
+) -> Thumbnail:
     """A JPEG of the image (as displayed, EXIF orientation applied) whose longest side is at
     most ``size`` pixels (never enlarged), aspect ratio kept.
 
+    Thumbnails are kept in a process-wide cache of :data:`THUMBNAIL_CACHE_BYTES` (least recently
+    used out first), keyed by the image's sha256 and ``size``, so a changed image never gets a
+    stale thumbnail; the decode is bounded by :func:`decode_bounded`. ``if_none_match`` (the
+    request's header) naming the current tag answers without reading or decoding anything.
+
     Raises:
         NotFoundError: unknown image or its file is gone. InvalidRequestError: size out of range.
+        ForbiddenError: a reference-only image outside the media roots.
         ImageDecodeError: the stored file does not decode (any more).
     """
     _check_size(size)
-    data, _ = image_original(db, image_id)
-    image = decode_image(data, max_pixels=max_pixels)
-    return _jpeg(image, size)
+    with db.pooled() as conn:
+        row = conn.execute("SELECT encode(sha256, 'hex') FROM images WHERE id = %s", (image_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"unknown image id {image_id}")
+    etag = _etag(row[0], size)
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
+        return Thumbnail(etag, None)
+    cached = _THUMBNAILS.get((row[0], size))
+    if cached is not None:
+        return Thumbnail(etag, cached)
+    data, _fmt, sha = _original(db, image_id, media_roots)
+    jpeg = _jpeg(decode_bounded(data, max_pixels=max_pixels, draft=size), size)
+    _THUMBNAILS.put((sha, size), jpeg)
+    return Thumbnail(_etag(sha, size), jpeg)
+
+
+class _ByteLRU:
+    """A thread-safe LRU of bytes values bounded by their total size."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value: bytes) -> None:
+        if len(value) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._bytes += len(value) - (len(old) if old is not None else 0)
+            self._items[key] = value
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+_THUMBNAILS = _ByteLRU(THUMBNAIL_CACHE_BYTES)
 
 
 def annotation_crop(
@@ -219,6 +331,7 @@ def annotation_crop(
     size: int | None = None,
     spec: CropSpec = CropSpec(),
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    media_roots: Sequence[Path] = (),
 ) -> bytes:
     """A JPEG of a box's crop, framed exactly as the embedder frames it
     (:func:`visearch.embedding.crop_box`: context margin, squared by padding with the mean
@@ -235,6 +348,6 @@ def annotation_crop(
         ).fetchone()
     if row is None:
         raise NotFoundError(f"unknown annotation id {annotation_id}")
-    data, _ = image_original(db, row[0])
-    image = decode_image(data, max_pixels=max_pixels)
+    data, _ = image_original(db, row[0], media_roots=media_roots)
+    image = decode_bounded(data, max_pixels=max_pixels)
     return _jpeg(crop_box(image, row[1:], spec), size)

@@ -64,7 +64,8 @@ def db_upgrade(obj: _Context):
 @db.command("url")
 @pass_ctx
 def db_url(obj: _Context):
-    """Print the libpq URL of the database (for psql and analysts' tools)."""
+    """Print the libpq URL of the database (for psql and analysts' tools). The embedded server
+    stops when the last visearch process exits: run `visearch db start` first (or `db shell`)."""
     click.echo(obj.db.url)
 
 
@@ -245,6 +246,12 @@ from visearch.worker.cli import COMMANDS as _FRESHNESS_COMMANDS  # noqa: E402
 
 for _command in _FRESHNESS_COMMANDS:
     cli.add_command(_command)
+
+# `visearch db start|stop|shell` (a server that stays up for analysts) live in visearch/db/server_cli.py.
+from visearch.db.server_cli import db_hold, db_shell, db_start, db_stop  # noqa: E402
+
+for _command in (db_start, db_stop, db_shell, db_hold):
+    db.add_command(_command)
 
 # The HTTP API (`visearch serve`) lives in visearch/http/cli.py.
 from visearch.http.cli import serve  # noqa: E402

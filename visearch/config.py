@@ -58,18 +58,40 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     #: Store the original bytes in Postgres (True) or only a reference to the file (False).
     store_image_bytes: bool = True
+    #: Folders reference-only images may be served from (``os.pathsep``-separated); empty:
+    #: the folders visearch ingested from (:mod:`visearch.media`).
+    media_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # HTTP API (`visearch serve`).
-    #: Accepted ``X-API-Key`` values, comma-separated, each ``name=key`` (the name becomes the
-    #: caller's identity, e.g. the owner of its collections) or a bare key. Empty: no key needed,
-    #: and the server only listens on localhost.
+    #: Accepted ``X-API-Key`` values, comma-separated (or a JSON list of strings), each
+    #: ``name:role:secret``, ``name:secret`` or a bare secret (format and roles:
+    #: :mod:`visearch.http.auth`). Empty: no key needed, and the server only listens on localhost.
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
     #: Largest HTTP request body accepted (uploads included), in bytes; larger ones get 413.
     http_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+    @field_validator("media_roots", mode="before")
+    @classmethod
+    def _split_media_roots(cls, value):
+        if isinstance(value, str):
+            import os
+
+            return [p for p in value.split(os.pathsep) if p.strip()]
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value):
         if isinstance(value, str):
+            if value.lstrip().startswith("["):  # a JSON list: secrets may then contain commas
+                import json
+
+                try:
+                    items = json.loads(value)
+                except ValueError as exc:
+                    raise ValueError(f"VISEARCH_API_KEYS starts with '[' but is not a JSON list: {exc}") from None
+                if not isinstance(items, list) or not all(isinstance(k, str) for k in items):
+                    raise ValueError("VISEARCH_API_KEYS as JSON must be a list of strings")
+                return [k.strip() for k in items if k.strip()]
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 

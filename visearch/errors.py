@@ -1,7 +1,7 @@
 """Errors visearch raises for bad requests: each says what was wrong and what to do instead.
 
-The HTTP API maps :class:`NotFoundError` to 404, :class:`InvalidRequestError` to 422 and
-:class:`ConflictError` to 409.
+The HTTP API maps :class:`NotFoundError` to 404, :class:`InvalidRequestError` to 422,
+:class:`ConflictError` to 409 and :class:`ForbiddenError` to 403.
 """
 
 
@@ -23,3 +23,7 @@ class NotEmbeddedError(InvalidRequestError):
 
 class ConflictError(VisearchError):
     """The request clashes with what exists (a dataset or collection name already taken)."""
+
+
+class ForbiddenError(VisearchError):
+    """A request for something visearch will not give out (a file outside the media roots)."""

@@ -13,7 +13,7 @@ and only sees that owner's collections; another owner's collection id is "not fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -71,6 +71,8 @@ class TagReport:
     concepts: list[str]  # the concepts applied (names as stored)
     concepts_created: int
     labels_added: int  # new (image, concept) labels; existing ones are not counted
+    images_tagged: int = 0  # images that still existed and got the labels
+    images_gone: list[int] = field(default_factory=list)  # deleted before the labels went in
 
 
 @dataclass
@@ -250,6 +252,8 @@ def tag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[
 
     The labels go into ``image_labels`` with source ``'collection'``, so they are concept
     filters for search (``#concept``) at once and :func:`untag_images` removes exactly them.
+    Images deleted meanwhile, even while this runs, are skipped and listed in
+    ``images_gone``; the others are tagged.
 
     Raises:
         NotFoundError: no such collection of ``owner``.
@@ -260,15 +264,16 @@ def tag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[
         collection = _one(conn, owner, collection_id)
         ids, created = ensure_concepts(conn, names)
         concept_ids = list(dict.fromkeys(ids[n] for n in names))
-        added = conn.execute(
+        _listed, tagged, added, gone = conn.execute(
             read_sql("collections/tag_images.sql"),
             {"collection_id": collection_id, "concept_ids": concept_ids, "source": COLLECTION_LABEL_SOURCE},
-        ).fetchall()
+        ).fetchone()
         stored = [r[0] for r in conn.execute(
             "SELECT name FROM concepts WHERE id = ANY(%s) ORDER BY array_position(%s, id)",
             (concept_ids, concept_ids),
         )]
-    return TagReport(images=collection.images, concepts=stored, concepts_created=created, labels_added=len(added))
+    return TagReport(images=collection.images, concepts=stored, concepts_created=created, labels_added=added,
+                     images_tagged=tagged, images_gone=list(gone))
 
 
 def untag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[str]) -> int:

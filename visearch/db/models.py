@@ -72,7 +72,7 @@ def get_model(conn: psycopg.Connection, name: str) -> ModelRow:
     if row is None:
         known = [r[0] for r in conn.execute("SELECT name FROM embedding_models ORDER BY id")]
         raise NotFoundError(
-            f"no vectors for model {name!r} yet: run `visearch embed --model {name}`"
+            f"no vectors for model {name!r} yet: run `visearch --model {name} embed`"
             + (f" (models with vectors: {', '.join(known)})" if known else "")
         )
     return ModelRow(*row)

@@ -152,7 +152,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
     """Decode image bytes into an RGB PIL image as displayed.
 
     Steps: refuse images above ``max_pixels`` from the header alone (before any pixel is
@@ -169,9 +169,13 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
             applies on top. Warnings filters are changed only inside ``warnings.catch_warnings``
             (process-global in Python < 3.14, so not strictly thread-safe; at worst a
             DecompressionBombWarning is printed or silenced -- the size check itself is exact).
+        draft: JPEG only: let the decoder scale by 1/2, 1/4 or 1/8 while decoding, keeping both
+            sides at least ``draft`` pixels (``Image.draft``): a thumbnail of a 8000x8000 JPEG
+            then decodes 1000x1000 pixels, 1/64 of the memory. Other formats decode in full.
 
     Returns:
-        A fully loaded ``RGB`` image; its size is the displayed size (see :func:`probe_image`).
+        A fully loaded ``RGB`` image; its size is the displayed size (see :func:`probe_image`),
+        or a JPEG's scaled by ``draft``.
 
     Raises:
         ImageDecodeError: with ``kind`` ``"empty"``, ``"unidentified"``, ``"too_large"``,
@@ -180,6 +184,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     image = _open(data, max_pixels)
     try:
         image.seek(0)  # first frame of animated/multi-frame files
+        if draft is not None and image.format == "JPEG":
+            image.draft(image.mode, (draft, draft))
         image.load()
     except Exception as exc:  # noqa: BLE001 -- decoders raise OSError/SyntaxError/ValueError/...
         text = str(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,41 @@ def _collate(samples):
     return keys, (torch.stack(tensors) if tensors else None), failures
 
 
+def _die_with_parent(parent_pid: int, _worker_id: int) -> None:
+    """``worker_init_fn`` of the decode processes: die when the process that started them dies.
+
+    A decode process orphaned by a SIGKILLed worker used to live on forever (blocked flushing
+    its result queue to a reader that is gone, ignoring SIGTERM). On Linux the kernel sends it
+    SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon thread also
+    checks the parent pid every second. (PR_SET_PDEATHSIG fires when the parent *thread* that
+    forked it ends; the embedding loop runs on one thread from start to end of the loader.)
+    """
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the watcher thread below still works
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="visearch-parent-watch", daemon=True).start()
+
+
 def iter_embedded_batches(
     items: Sequence[EmbedItem],
     model: EmbeddingModel,
@@ -172,6 +208,7 @@ def iter_embedded_batches(
         collate_fn=_collate,
         persistent_workers=False,
         prefetch_factor=2 if workers else None,
+        worker_init_fn=partial(_die_with_parent, os.getpid()) if workers else None,
     )
     empty = np.zeros((0, model.dim), dtype=np.float32)
     for keys, pixels, failures in loader:

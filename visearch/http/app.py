@@ -8,23 +8,26 @@ or ``anyio.to_thread`` for the search), on connections from the process's pool
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import PackageNotFoundError, version
 
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
 
 from visearch.config import Settings, get_settings
 from visearch.db.database import Database
-from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys
+from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys, role_guard
 from visearch.http.controllers.collections import CollectionController
 from visearch.http.controllers.datasets import DatasetController
 from visearch.http.controllers.images import AnnotationController, ImageController
 from visearch.http.controllers.search import SearchController
+from visearch.http.edge import check_request
 from visearch.http.errors import exception_handlers
 from visearch.http.jobs import EmbedJobs
+from visearch.http.openapi_page import OfflineDocsPlugin
 from visearch.http.schemas import HealthOut
 
 
@@ -70,7 +73,7 @@ def create_app(
         debug: Litestar debug mode (tracebacks in 500 responses: never in production).
 
     Raises:
-        ValueError: malformed ``settings.api_keys``.
+        ApiKeyError: malformed ``settings.api_keys`` (:func:`visearch.http.auth.parse_api_keys`).
     """
     settings = settings or get_settings()
     if db is None:
@@ -89,6 +92,7 @@ def create_app(
             + (f" Every /v1 route needs the {API_KEY_HEADER} header." if keys else "")
         ),
         path="/schema",
+        render_plugins=[OfflineDocsPlugin()],  # no CDN: visearch.http.openapi_page
         use_handler_docstrings=True,
         components=Components(security_schemes={
             "ApiKey": SecurityScheme(type="apiKey", name=API_KEY_HEADER, security_scheme_in="header",
@@ -96,7 +100,7 @@ def create_app(
         }),
         security=[{"ApiKey": []}] if keys else None,
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             SearchController, CollectionController, DatasetController, ImageController,
             AnnotationController, health,
@@ -107,6 +111,8 @@ def create_app(
             "jobs": Provide(_provide_jobs, sync_to_thread=False),
         },
         middleware=[auth_middleware()],
+        guards=[role_guard],
+        before_request=check_request,
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.http_max_body_bytes,
         openapi_config=openapi,
@@ -114,3 +120,31 @@ def create_app(
         on_shutdown=[lambda: jobs.stop()],
         debug=debug,
     )
+    _integer_bounds_as_integers(app.openapi_schema)
+    return app
+
+
+def _integer_bounds_as_integers(node, seen=None) -> None:
+    """Publish integer bounds as JSON integers. Litestar writes ``Parameter(le=2**63 - 1)`` as the
+    float 9.223372036854776e18, which is 2**63: a client (schemathesis did) then sends 2**63, which
+    the schema allows and the server rightly refuses."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, Schema):
+        types = node.type if isinstance(node.type, (list, tuple)) else [node.type]
+        if OpenAPIType.INTEGER in types:
+            for name in ("maximum", "minimum", "exclusive_maximum", "exclusive_minimum"):
+                value = getattr(node, name, None)
+                if isinstance(value, float) and value.is_integer():
+                    setattr(node, name, min(int(value), 2**63 - 1) if value > 0 else max(int(value), -(2**63)))
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            _integer_bounds_as_integers(getattr(node, f.name), seen)
+    elif isinstance(node, dict):
+        for value in node.values():
+            _integer_bounds_as_integers(value, seen)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _integer_bounds_as_integers(value, seen)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 
 import click
 
 from visearch.cli_context import model_from_command_line, pass_ctx
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # atexit handlers run: the embedded server is released
 
 
 def is_loopback(host: str) -> bool:
@@ -34,8 +39,9 @@ def is_loopback(host: str) -> bool:
 def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_threads: int):
     """Serve the HTTP API (OpenAPI docs at /schema) on the embedded database by default.
 
-    API keys: VISEARCH_API_KEYS="name=secret,other=secret2" (clients send the X-API-Key header).
-    Without keys the server listens on localhost only.
+    API keys: VISEARCH_API_KEYS="alice:admin:SECRET,bob:read:SECRET2" (roles read, write,
+    admin; secrets of 16 characters or more; clients send the X-API-Key header). Without keys
+    the server listens on localhost only.
     """
     import uvicorn
 
@@ -46,12 +52,12 @@ def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_thr
     settings = obj.settings
     try:
         keys = parse_api_keys(settings.api_keys)
-    except ValueError as exc:
+    except ValueError as exc:  # ApiKeyError: which entry and why, never the secret
         raise click.ClickException(f"VISEARCH_API_KEYS: {exc}") from exc
     if not keys and not is_loopback(host):
         raise click.ClickException(
             f"refusing to listen on {host} without API keys: anyone who can reach it could read and "
-            "change your data. Set VISEARCH_API_KEYS=name=secret[,name2=secret2] or listen on 127.0.0.1."
+            "change your data. Set VISEARCH_API_KEYS=name:role:secret[,name2:role:secret2] or listen on 127.0.0.1."
         )
     if torch_threads:
         import torch
@@ -59,6 +65,11 @@ def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_thr
         torch.set_num_threads(torch_threads)
     pinned = [settings.model] if model_from_command_line() else []  # only a typed --model pins
     app = create_app(settings, obj.db, embed_jobs=EmbedJobs(obj.db, settings, pinned=pinned))
+    # uvicorn shuts down gracefully on SIGINT and SIGTERM, then re-raises the signal with the
+    # handler that was there before it started: for SIGTERM (kill, systemd, docker stop) that was
+    # the default, which ends the process without atexit, leaving the embedded server running
+    # with this process as a stale holder. Exit like on Ctrl-C instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     click.echo(f"visearch API on http://{host}:{port} (docs: /schema; "
                f"{'API key required' if keys else 'no API key'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)

@@ -7,6 +7,9 @@ Every error has the JSON body :class:`~visearch.http.schemas.ErrorBody`
 cause                                       status  ``error``
 ==========================================  ======  =====================================
 malformed body, bad parameter types/ranges  400     ``bad_request`` (``extra``: the fields)
+(also JSON nested too deep, numbers beyond
+a double, malformed multipart, bad UTF-8:
+:mod:`visearch.http.edge`)
 missing or wrong ``X-API-Key``              401     ``unauthorized``
 unknown id or name (:class:`NotFoundError`)  404     ``not_found``
 name already taken (:class:`ConflictError`)  409     ``conflict``
@@ -18,7 +21,10 @@ box that does not fit the image             422     ``invalid_box``
 query item not embedded yet                 422     ``not_embedded``
 other invalid requests (text query on an    422     ``invalid_request``
 image-only model, bad combination, ...)
-no free database connection (overload)      503     ``busy``
+missing role for the route (read key, POST)  403     ``forbidden``
+file outside the media roots                403     ``forbidden``
+no free database connection (overload)      503     ``busy`` (``Retry-After``)
+database unreachable (down, restarting)     503     ``database_unavailable`` (``Retry-After``)
 anything else (a bug)                       500     ``internal_error`` (logged)
 ==========================================  ======  =====================================
 """
@@ -37,7 +43,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from visearch.embedding.crops import InvalidBoxError
 from visearch.embedding.decode import ImageDecodeError
-from visearch.errors import ConflictError, NotEmbeddedError, NotFoundError, VisearchError
+from visearch.errors import ConflictError, ForbiddenError, NotEmbeddedError, NotFoundError, VisearchError
 from visearch.http.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -60,11 +66,18 @@ _DECODE = {  # ImageDecodeError.kind -> (status, error)
 }
 
 
-def error_response(status: int, error: str, detail: str, extra: Any = None) -> Response[ErrorBody]:
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_SECONDS = 5
+
+
+def error_response(
+    status: int, error: str, detail: str, extra: Any = None, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
     return Response(
         ErrorBody(status_code=status, error=error, detail=detail, extra=extra),
         status_code=status,
         media_type=MediaType.JSON,
+        headers=headers,
     )
 
 
@@ -78,6 +91,8 @@ def _visearch_error(request: Request, exc: VisearchError) -> Response[ErrorBody]
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, ConflictError):
         return error_response(409, "conflict", str(exc))
+    if isinstance(exc, ForbiddenError):
+        return error_response(403, "forbidden", str(exc))
     if isinstance(exc, NotEmbeddedError):
         return error_response(422, "not_embedded", str(exc))
     # The search service wraps image and box errors in InvalidRequestError: keep their status.
@@ -121,8 +136,23 @@ def _data_error(request: Request, exc: psycopg.DataError) -> Response[ErrorBody]
 
 
 def _pool_timeout(request: Request, exc: PoolTimeout) -> Response[ErrorBody]:
-    # every pooled database connection stayed busy for the pool's whole timeout
-    return error_response(503, "busy", "the server is overloaded (no free database connection); retry later")
+    # every pooled connection stayed busy, or none could be made, for the pool's whole timeout
+    return error_response(503, "busy", "no database connection could be had in time (the server is "
+                          "overloaded or the database is down); retry later",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _operational_error(request: Request, exc: psycopg.OperationalError) -> Response[ErrorBody]:
+    # the database went away mid-request (shut down, restarting, network): nothing was changed
+    # that was not rolled back; the pool checks connections on checkout, so a retry gets a new one
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "database_unavailable", "the database is unavailable; retry later",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _recursion_error(request: Request, exc: RecursionError) -> Response[ErrorBody]:
+    # a safety net behind visearch.http.edge's depth limit
+    return error_response(400, "bad_request", "the request is nested too deeply")
 
 
 def _internal(request: Request, exc: Exception) -> Response[ErrorBody]:
@@ -143,6 +173,8 @@ def exception_handlers() -> dict:
         psycopg.errors.IntegrityError: _integrity_error,
         psycopg.DataError: _data_error,
         PoolTimeout: _pool_timeout,
+        psycopg.OperationalError: _operational_error,
+        RecursionError: _recursion_error,
         HTTP_500_INTERNAL_SERVER_ERROR: _internal,
     }
 
@@ -150,10 +182,13 @@ def exception_handlers() -> dict:
 _DESCRIPTIONS = {
     400: "malformed request: invalid JSON, wrong types, values out of range",
     401: "missing or invalid X-API-Key (only when the server has API keys)",
+    403: "the API key's role does not allow this route (read < write < admin), or the image's "
+         "file lies outside the media roots",
     404: "unknown id or name",
     409: "name already taken",
     413: "request body over the server's limit, or an image with too many pixels (decompression bomb)",
     415: "not an image, or an unsupported image format / Content-Type",
+    503: "the database is unavailable or overloaded; retry after the Retry-After header's seconds",
     422: "valid JSON that cannot be answered: undecodable image, invalid box, text query on an "
          "image-only model, query item not embedded yet, ...",
 }

@@ -20,6 +20,9 @@ MAX_ID = 2**63 - 1
 Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 Score = Annotated[float, Meta(ge=-1.0, le=1.0)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+#: Most #concepts in one search (required + excluded + #terms of the text): each unknown one
+#: costs a look-up for close names, and 100 of them took 1.8 s.
+MAX_QUERY_CONCEPTS = 20
 
 
 class ErrorBody(Struct):
@@ -55,10 +58,10 @@ class SearchBody(Struct, kw_only=True, forbid_unknown_fields=True):
         description="with an uploaded image: search by this box of it, COCO [x, y, width, height] "
                     "in pixels of the image as displayed")] = None
     concepts: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(
-        max_length=100, description="required concepts (tags, with or without '#'): images showing all "
+        max_length=MAX_QUERY_CONCEPTS, description="required concepts (tags, with or without '#'): images showing all "
                                     "of them (box or label); objects of one of them in such images")] = []
     exclude_concepts: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(
-        max_length=100, description="leave out images showing any of these concepts")] = []
+        max_length=MAX_QUERY_CONCEPTS, description="leave out images showing any of these concepts")] = []
     datasets: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(
         max_length=100, description="dataset names; empty: every dataset with AI search enabled")] = []
     metadata: Annotated[dict[str, Any] | None, Meta(
@@ -208,6 +211,8 @@ class TagResponse(Struct):
     concepts: list[str]
     concepts_created: int
     labels_added: int
+    images_tagged: Annotated[int, Meta(description="images that still existed and were labelled")] = 0
+    images_gone: Annotated[list[int], Meta(description="ids of images deleted before they could be labelled")] = []
 
 
 class UntagResponse(Struct):

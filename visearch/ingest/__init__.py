@@ -22,9 +22,10 @@ from pathlib import Path
 from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.ingest.coco import ingest_coco
-from visearch.ingest.files import LoadedFile, list_files, path_from_source_uri, source_uri
+from visearch.ingest.files import LoadedFile, display_name, list_files, path_from_source_uri, source_uri
 from visearch.ingest.report import IngestReport, Skipped
 from visearch.ingest.writer import ImagePipeline, ensure_concepts, insert_labels
+from visearch.media import record_media_root
 
 __all__ = [
     "IngestReport",
@@ -90,6 +91,7 @@ def ingest_folder(
     with ImagePipeline(
         db, dataset, store_bytes=store_bytes, max_pixels=max_pixels, workers=workers, progress=progress
     ) as pipeline:
+        record_media_root(pipeline.conn, folder)  # reference-only files are served from here
         concept_ids: dict[str, int] = {}
         if labels_from_folders:
             names = {_label_of(folder, f) for f in files} - {None}
@@ -97,7 +99,7 @@ def ingest_folder(
                 concept_ids, pipeline.report.concepts_added = ensure_concepts(pipeline.conn, names)
 
         def describe(path: Path, lf: LoadedFile):
-            return path.relative_to(folder).as_posix(), None, {}
+            return display_name(path.relative_to(folder).as_posix()), None, {}
 
         def on_batch(conn, resolved) -> None:
             if not labels_from_folders:
@@ -120,5 +122,5 @@ def _label_of(root: Path, path: Path) -> str | None:
     """The parent folder's name, or None for a file directly in ``root`` (its name says nothing)."""
     if path.parent == root:
         return None
-    name = path.parent.name
+    name = display_name(path.parent.name)
     return name if name.strip() else None

@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.ingest.files import LoadedFile, source_uri
+from visearch.media import record_media_root
 from visearch.ingest.report import IngestReport, Skipped
 from visearch.ingest.writer import (
     ImagePipeline,
@@ -177,8 +178,10 @@ def ingest_coco(
     captions_uri = source_uri(Path(captions_json)) if captions_json is not None else ""
 
     with ImagePipeline(
-        db, dataset, store_bytes=store_bytes, max_pixels=max_pixels, workers=workers, progress=progress
+        db, dataset, store_bytes=store_bytes, max_pixels=max_pixels, workers=workers, progress=progress,
+        skip_non_images=False,
     ) as pipeline:
+        record_media_root(pipeline.conn, image_dir)
         report = pipeline.report
         category_concept: dict[Any, int] = {}
         if instances is not None:

@@ -6,6 +6,7 @@ decoders and hashlib release the GIL, so threads scale without pickling bytes to
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -14,36 +15,42 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 from visearch.embedding.decode import ImageDecodeError, decode_image, probe_image
+from visearch.media import path_from_source_uri, source_uri  # noqa: F401 -- re-exported
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: File name extensions of the formats visearch reads (lower case). A file with another
+#: extension is an image only if its first bytes say so (:data:`IMAGE_SIGNATURES`); otherwise
+#: ingest skips it quietly and counts it (a readme.txt in a photo folder is not an error).
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+})
+#: Leading bytes of those formats.
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
+                    b"II*\x00", b"MM\x00*")
 
-def source_uri(path: Path) -> str:
-    """The ``images.source_uri`` of a local file: an absolute ``file://`` URI.
 
-    Absolute but not symlink-resolved (what the user pointed at), percent-encoded by
-    :meth:`pathlib.Path.as_uri`. Turn it back into a path with :func:`path_from_source_uri`.
-    """
-    return Path(os.path.abspath(path)).as_uri()
+def looks_like_image(path: Path, head: bytes) -> bool:
+    """Whether a file is meant to be an image: an image extension, or image magic bytes."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
-def path_from_source_uri(uri: str) -> Path:
-    """The local path of a ``file://`` source URI (inverse of :func:`source_uri`).
-
-    Raises:
-        ValueError: ``uri`` is not a ``file://`` URI.
-    """
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise ValueError(f"not a file:// URI: {uri!r}")
-    return Path(url2pathname(unquote(parsed.path)))
+def display_name(text: str) -> str:
+    """``text`` made storable as PostgreSQL text: bytes of a file name that are not UTF-8
+    (``os.fsdecode`` turned them into lone surrogates) are written as ``\\xNN`` escapes. The
+    exact name stays in ``source_uri`` (percent-encoded bytes)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def list_files(folder: Path) -> list[Path]:
@@ -51,8 +58,9 @@ def list_files(folder: Path) -> list[Path]:
 
     Hidden files and folders (name starting with ".") are left out: they are OS or tool litter
     (.DS_Store, .ipynb_checkpoints), never a user's images. Everything else is returned whatever
-    its extension, so that a non-image file is reported as skipped rather than silently ignored.
-    Symlinked files are followed; symlinked folders are not (no cycles).
+    its extension (:func:`load_file` tells images from other files). Symlinked files are
+    followed; symlinked folders are not (no cycles); symlinks that lead nowhere (dangling, or a
+    loop) are returned too, so that they are reported as rejects with their reason.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist. NotADirectoryError: it is a file.
@@ -69,7 +77,8 @@ def list_files(folder: Path) -> list[Path]:
             if name.startswith("."):
                 continue
             path = Path(root, name)
-            if path.is_file():  # follows file symlinks; drops broken links, sockets, fifos
+            # follows file symlinks; keeps broken ones (a reject each), drops sockets and fifos
+            if path.is_file() or (path.is_symlink() and not path.exists()):
                 found.append(path)
     found.sort()
     return found
@@ -94,22 +103,39 @@ class LoadedFile:
     format: str | None = None
     known: bool = False
     reason: str | None = None
+    not_image: bool = False  # neither an image extension nor image bytes: skipped quietly
 
 
-def load_file(path: Path, *, max_pixels: int, known_sha256: frozenset[bytes] | set[bytes] = frozenset()) -> LoadedFile:
+def load_file(
+    path: Path, *, max_pixels: int, known_sha256: frozenset[bytes] | set[bytes] = frozenset(),
+    skip_non_images: bool = True,
+) -> LoadedFile:
     """Read, hash and fully decode one file. Never raises for a bad file: sets ``reason``.
+
+    With ``skip_non_images`` a file that is neither named nor shaped like an image
+    (:func:`looks_like_image`) is only marked ``not_image`` (a folder walk finds readme files;
+    a COCO file that names the file as an image passes False: it must be one).
 
     The full decode (not just the header) is what catches truncated JPEGs, which otherwise only
     fail much later when the embedder loads them.
     """
     uri = source_uri(path)
     try:
+        if skip_non_images and path.suffix.lower() not in IMAGE_EXTENSIONS:  # 16 bytes, not a whole video
+            with open(path, "rb") as f:
+                if not looks_like_image(path, f.read(16)):
+                    return LoadedFile(path, uri, not_image=True)
         data = path.read_bytes()
     except FileNotFoundError:
+        if path.is_symlink():
+            return LoadedFile(path, uri, reason=f"broken symlink: points to {display_name(os.readlink(path))}, "
+                                                "which does not exist")
         return LoadedFile(path, uri, reason="missing: file not found")
-    except IsADirectoryError:
-        return LoadedFile(path, uri, reason="unreadable: is a folder, not a file")
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return LoadedFile(path, uri, reason="symlink loop: the link leads back to itself")
+        if isinstance(exc, IsADirectoryError):
+            return LoadedFile(path, uri, reason="unreadable: is a folder, not a file")
         return LoadedFile(path, uri, reason=f"unreadable: {exc.strerror or exc}")
     digest = hashlib.sha256(data).digest()
     if digest in known_sha256:

@@ -43,6 +43,8 @@ class IngestReport:
     captions_added: int = 0
     labels_added: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    #: Files that are not images (neither an image extension nor image bytes): skipped quietly.
+    not_images: int = 0
     seconds: float = 0.0
     #: Things that went in but deserve a look (e.g. a COCO image whose size differs from the file).
     warnings: list[str] = field(default_factory=list)
@@ -72,6 +74,8 @@ class IngestReport:
             f"{self.labels_added} labels",
             f"  existing: {self.images_existing} images (already in the dataset)",
         ]
+        if self.not_images:
+            lines.append(f"  ignored:  {self.not_images} files that are not images")
         if not self.skipped:
             lines.append("  skipped:  nothing")
         else:

@@ -335,6 +335,7 @@ class ImagePipeline(Generic[T]):
         progress: bool,
         batch_images: int = BATCH_IMAGES,
         batch_bytes: int = BATCH_BYTES,
+        skip_non_images: bool = True,
     ):
         if not dataset or not dataset.strip():
             raise ValueError("dataset name must not be empty")
@@ -349,6 +350,7 @@ class ImagePipeline(Generic[T]):
         self.progress = progress
         self.batch_images = max(1, batch_images)
         self.batch_bytes = batch_bytes
+        self.skip_non_images = skip_non_images
         self.started = time.perf_counter()
         # autocommit: each `with conn.transaction()` below is then exactly one real transaction.
         self.conn = db.connect(autocommit=True)
@@ -386,7 +388,8 @@ class ImagePipeline(Generic[T]):
         return max(floor, min(self.batch_images, by_bytes))
 
     def _load(self, path: Path) -> LoadedFile:
-        return load_file(path, max_pixels=self.max_pixels, known_sha256=self.known)
+        return load_file(path, max_pixels=self.max_pixels, known_sha256=self.known,
+                         skip_non_images=self.skip_non_images)
 
     def run(
         self,
@@ -441,7 +444,9 @@ class ImagePipeline(Generic[T]):
         rows: dict[bytes, NewImage] = {}
         rejects: list[Skipped] = []
         for item, lf in batch:
-            if lf.reason is not None:
+            if lf.not_image:
+                self.report.not_images += 1
+            elif lf.reason is not None:
                 rejects.append(Skipped(lf.uri, lf.reason))
             elif not lf.known and lf.sha256 not in self.known and lf.sha256 not in rows:
                 file_name, external_id, metadata = describe(item, lf)
@@ -451,13 +456,15 @@ class ImagePipeline(Generic[T]):
                     metadata=metadata, data=lf.data,
                 )
         with self.conn.transaction():
+            # a backfill: queued behind interactive writes (sql/schema/0006_hardening.sql)
+            self.conn.execute("SET LOCAL visearch.queue_priority = 'bulk'")
             refs, added = insert_images(self.conn, self.dataset_id, list(rows.values()), store_bytes=self.store_bytes)
             replace_rejects(
                 self.conn, self.dataset_id, [lf.uri for _, lf in batch], rejects, clear_old=self.had_rejects
             )
             resolved: list[tuple[T, LoadedFile, ImageRef | None]] = []
             for item, lf in batch:
-                if lf.reason is not None:
+                if lf.reason is not None or lf.not_image:
                     resolved.append((item, lf, None))
                     continue
                 ref = refs.get(lf.sha256) or self.known[lf.sha256]

@@ -74,10 +74,11 @@ class CollectionController(Controller):
     def tag(self, request: Request, db: DB, collection_id: CollectionId, data: JSONBody[TagBody]) -> TagResponse:
         """Label every image of the collection with each concept (concepts are created if new).
         Labels are stored with source 'collection' and are searchable at once as `#concept`
-        filters; labels that exist already are left as they are."""
+        filters; labels that exist already are left as they are. Images deleted meanwhile are
+        skipped and listed in `images_gone`; the rest are tagged."""
         r = svc.tag_images(db, request.user, collection_id, data.concepts)
         return TagResponse(images=r.images, concepts=r.concepts, concepts_created=r.concepts_created,
-                           labels_added=r.labels_added)
+                           labels_added=r.labels_added, images_tagged=r.images_tagged, images_gone=r.images_gone)
 
     @delete("/{collection_id:int}/tags", sync_to_thread=True, status_code=200,
             summary="Remove tags from a collection's images", responses=error_responses(400, 401, 404, 422))

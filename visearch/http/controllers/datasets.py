@@ -62,6 +62,7 @@ class DatasetController(Controller):
         return convert.dataset(admin.get_dataset(db, dataset_id))
 
     @post("/{dataset_id:int}/enable", sync_to_thread=True, status_code=200, summary="Enable AI search",
+          opt={"role": "admin"},
           responses=error_responses(400, 401, 404))
     def enable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Include the dataset in search and in automatic embedding again (its vectors were
@@ -69,6 +70,7 @@ class DatasetController(Controller):
         return convert.dataset(admin.set_search_enabled(db, dataset_id, True)[0])
 
     @post("/{dataset_id:int}/disable", sync_to_thread=True, status_code=200, summary="Disable AI search",
+          opt={"role": "admin"},
           responses=error_responses(400, 401, 404))
     def disable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Leave the dataset out of search and of automatic embedding; its vectors are kept.

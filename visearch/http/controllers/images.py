@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Response, get
-from litestar.params import Parameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, Parameter
 
 from visearch import catalog
 from visearch.http import convert
@@ -29,24 +30,35 @@ class ImageController(Controller):
         return convert.image(catalog.get_image(db, image_id))
 
     @get("/{image_id:int}/original", sync_to_thread=True, summary="The original file",
-         media_type="application/octet-stream", responses=error_responses(400, 401, 404))
-    def original(self, db: DB, image_id: ImageId) -> Response[bytes]:
+         media_type="image/*", responses=error_responses(400, 401, 403, 404))
+    def original(self, db: DB, settings: AppSettings, image_id: ImageId) -> Response[bytes]:
         """The image file byte for byte, with its own Content-Type (image/jpeg, image/png, ...).
-        404 also when it was ingested by reference and the file is gone."""
-        data, fmt = catalog.image_original(db, image_id)
+        404 also when it was ingested by reference and the file is gone; 403 when that file
+        lies outside the media roots (VISEARCH_MEDIA_ROOTS, default: the folders ingested from)."""
+        data, fmt = catalog.image_original(db, image_id, media_roots=settings.media_roots)
         return Response(data, media_type=catalog.mime_type(fmt), headers=_CACHE)
 
     @get("/{image_id:int}/thumbnail", sync_to_thread=True, summary="A JPEG thumbnail",
-         media_type="image/jpeg", responses=error_responses(400, 401, 404, 422))
+         media_type="image/jpeg", responses={**error_responses(400, 401, 403, 404, 413, 415, 422),
+                                             304: ResponseSpec(None, description="not modified (If-None-Match)")})
     def thumbnail(
         self, db: DB, settings: AppSettings, image_id: ImageId,
         size: Annotated[int, Parameter(ge=catalog.MIN_THUMBNAIL, le=catalog.MAX_THUMBNAIL,
                                        description="longest side in pixels (never enlarged)")] = 256,
+        if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False,
+                                                             description="an ETag from an earlier answer")] = None,
     ) -> Response[bytes]:
         """The image as displayed (EXIF orientation applied), scaled to fit `size` x `size`
-        pixels with its aspect ratio kept, as JPEG."""
-        data = catalog.image_thumbnail(db, image_id, size, max_pixels=settings.max_image_pixels)
-        return Response(data, media_type="image/jpeg", headers=_CACHE)
+        pixels with its aspect ratio kept, as JPEG. `ETag` is the image's sha256 and the size:
+        send it back in `If-None-Match` and an unchanged thumbnail answers 304 with no body.
+        Thumbnails are cached by the server; large images are decoded scaled (JPEG) and a few
+        at a time."""
+        t = catalog.image_thumbnail(db, image_id, size, max_pixels=settings.max_image_pixels,
+                                    media_roots=settings.media_roots, if_none_match=if_none_match)
+        headers = {**_CACHE, "ETag": t.etag}
+        if t.data is None:
+            return Response(b"", status_code=304, headers=headers)
+        return Response(t.data, media_type="image/jpeg", headers=headers)
 
 
 class AnnotationController(Controller):
@@ -54,7 +66,7 @@ class AnnotationController(Controller):
     tags = ["images"]
 
     @get("/{annotation_id:int}/crop", sync_to_thread=True, summary="The crop of a box",
-         media_type="image/jpeg", responses=error_responses(400, 401, 404, 422))
+         media_type="image/jpeg", responses=error_responses(400, 401, 403, 404, 413, 415, 422))
     def crop(
         self, db: DB, settings: AppSettings, annotation_id: AnnotationId,
         size: Annotated[int | None, Parameter(ge=catalog.MIN_THUMBNAIL, le=catalog.MAX_THUMBNAIL,
@@ -62,5 +74,6 @@ class AnnotationController(Controller):
     ) -> Response[bytes]:
         """The box's crop as the embedder sees it (`visearch.embedding.crop_box`: the box plus a
         10% margin per side, squared by padding with the image's mean colour), as JPEG."""
-        data = catalog.annotation_crop(db, annotation_id, size=size, max_pixels=settings.max_image_pixels)
+        data = catalog.annotation_crop(db, annotation_id, size=size, max_pixels=settings.max_image_pixels,
+                                       media_roots=settings.media_roots)
         return Response(data, media_type="image/jpeg", headers=_CACHE)

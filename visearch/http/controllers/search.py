@@ -23,8 +23,9 @@ from visearch.collections.search import search_to_collection
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings
 from visearch.http.errors import error_responses
-from visearch.http.schemas import SearchBody, SearchResponse
+from visearch.http.schemas import MAX_QUERY_CONCEPTS, SearchBody, SearchResponse
 from visearch.search import SearchRequest
+from visearch.search.query import parse_query
 
 
 @dataclass
@@ -87,7 +88,15 @@ async def _parse(request: Request) -> tuple[SearchBody, bytes | None]:
     )
 
 
+def _check_concept_count(body: SearchBody) -> None:
+    terms = len(parse_query(body.query).concepts) if body.query else 0
+    if terms + len(body.concepts) + len(body.exclude_concepts) > MAX_QUERY_CONCEPTS:
+        raise ValidationException(f"a search may name at most {MAX_QUERY_CONCEPTS} concepts "
+                                  "(#terms in the query, concepts and exclude_concepts together)")
+
+
 def _to_request(body: SearchBody, image: bytes | None) -> SearchRequest:
+    _check_concept_count(body)
     if body.crop_xywh is not None and image is None:
         from visearch.errors import InvalidRequestError
 
@@ -126,6 +135,7 @@ class SearchController(Controller):
     @post(
         operation_class=_SearchOperation,
         status_code=200,
+        opt={"role": "read"},  # a POST that changes nothing (but the caller's own last search)
         summary="Search images or objects",
         responses=error_responses(400, 401, 404, 413, 415, 422),
     )

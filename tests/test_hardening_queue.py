@@ -1,0 +1,138 @@
+"""Issue 11 (hardening), the embedding queue: expired leases are not failed attempts, and
+interactive writes (another client's INSERT, a single upload) are claimed before bulk backfills
+(an ingest, a new model's backlog). Real PostgreSQL, real coco128 photos, the real queue SQL."""
+
+from __future__ import annotations
+
+import time
+
+from visearch import catalog
+from visearch.db import queue
+from visearch.ingest import ingest_folder
+
+from test_freshness import add_dataset, add_image, coco_files, fake_model
+
+
+def _row(conn, image_id):
+    return conn.execute(
+        "SELECT attempts, claims, failed, priority FROM embedding_queue WHERE item_kind = 'image' AND item_id = %s",
+        (image_id,)).fetchone()
+
+
+def test_expired_leases_do_not_use_up_the_retry_budget(db):
+    with db.connect() as conn:
+        model = fake_model(conn, "m")
+        image_id = add_image(conn, add_dataset(conn), coco_files(1)[0])
+        conn.commit()
+    with db.connect(autocommit=True) as conn:
+        # three workers claim the item and die (SIGKILL leaves the claim to expire)
+        for n in range(3):
+            claims = queue.claim(conn, model_id=model, worker=f"dead-{n}", limit=10, lease_seconds=0.05)
+            assert [c.item_id for c in claims] == [image_id]
+            time.sleep(0.1)
+        assert _row(conn, image_id)[:3] == (0, 3, False)
+        # then one real failure: one attempt of max_attempts=3, retried later, not given up on
+        claims = queue.claim(conn, model_id=model, worker="alive", limit=10, lease_seconds=60)
+        with conn.transaction():
+            queue.fail(conn, model_id=model, worker="alive", failures=[("image", image_id, "corrupt: boom")],
+                       max_attempts=3, backoff_seconds=0)
+        assert _row(conn, image_id)[:3] == (1, 4, False)
+        for n in (2, 3):  # only real failures count
+            queue.claim(conn, model_id=model, worker="alive", limit=10, lease_seconds=60)
+            with conn.transaction():
+                queue.fail(conn, model_id=model, worker="alive", failures=[("image", image_id, "corrupt: boom")],
+                           max_attempts=3, backoff_seconds=0)
+            assert _row(conn, image_id)[:3] == (n, 4 + n - 1, n == 3)
+
+
+def test_interactive_writes_are_claimed_before_a_bulk_backlog(db, coco128, tmp_path):
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    photos = coco_files(12)
+    for p in photos[:10]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    with db.connect() as conn:
+        model = fake_model(conn, "m")
+        conn.commit()
+    report = ingest_folder(db, "bulk", folder, progress=False, workers=1)  # a backfill
+    with db.connect() as conn:
+        ds = conn.execute("SELECT id FROM datasets WHERE name = 'bulk'").fetchone()[0]
+        assert {r[0] for r in conn.execute("SELECT priority FROM embedding_queue")} == {1}
+        interactive = add_image(conn, ds, photos[10])  # another tool's INSERT, after the ingest
+        conn.commit()
+        assert _row(conn, interactive)[3] == 0
+    upload = catalog.upload_image(db, ds, photos[11].read_bytes(), file_name="single.jpg")  # a single upload
+    with db.connect(autocommit=True) as conn:
+        assert _row(conn, upload.id)[3] == 0
+        claims = queue.claim(conn, model_id=model, worker="w", limit=2, lease_seconds=60)
+        assert {c.item_id for c in claims} == {interactive, upload.id}  # ahead of 10 older items
+        # an interactive change to a bulk-queued image makes it interactive too
+        first = conn.execute("SELECT min(item_id) FROM embedding_queue WHERE priority = 1").fetchone()[0]
+        conn.execute("UPDATE images SET sha256 = sha256(sha256) WHERE id = %s", (first,))
+        assert _row(conn, first)[3] == 0
+        # the claim is served by the (model, priority, enqueued_at) index, not a sort of the queue
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT q.item_id FROM embedding_queue q WHERE q.model_id = %s AND NOT q.failed"
+            " ORDER BY q.priority, q.enqueued_at LIMIT 256", (model,)))
+        assert "embedding_queue_ready_priority" in plan and "Sort" not in plan, plan
+    assert report.images_added == 10
+
+
+def test_a_new_models_backlog_is_bulk(db):
+    with db.connect() as conn:
+        ds = add_dataset(conn)
+        image_id = add_image(conn, ds, coco_files(1)[0])
+        fake_model(conn, "later")  # registered after the image: its whole backlog is queued
+        conn.commit()
+        assert _row(conn, image_id)[3] == 1
+
+
+def test_tagging_a_collection_while_its_images_are_deleted_tags_what_is_left(db):
+    import threading
+
+    from visearch.collections import service as collections
+
+    with db.connect() as conn:
+        ds = add_dataset(conn)
+        ids = [add_image(conn, ds, p) for p in coco_files(4)]
+        cid = conn.execute("INSERT INTO collections (owner, mode, model, exact, candidates)"
+                           " VALUES ('alice', 'images', 'm', true, 4) RETURNING id").fetchone()[0]
+        for rank, image_id in enumerate(ids, 1):
+            conn.execute("INSERT INTO collection_items (collection_id, rank, image_id, score) VALUES (%s, %s, %s, 0.5)",
+                         (cid, rank, image_id))
+        conn.commit()
+    deleter = db.connect()
+    deleter.execute("DELETE FROM images WHERE id = %s", (ids[1],))  # not committed yet: holds the row
+    result = {}
+    tagger = threading.Thread(target=lambda: result.update(r=collections.tag_images(db, "alice", cid, ["cat"])))
+    tagger.start()
+    time.sleep(0.5)  # the tag statement now waits for the deleting transaction
+    deleter.commit()
+    deleter.close()
+    tagger.join(30)
+    r = result["r"]
+    assert (r.images_tagged, r.images_gone, r.labels_added) == (3, [ids[1]], 3)
+    with db.connect() as conn:
+        labelled = {row[0] for row in conn.execute("SELECT image_id FROM image_labels")}
+    assert labelled == {ids[0], ids[2], ids[3]}
+
+
+def test_the_no_vectors_advice_names_a_command_that_exists(db):
+    import re
+    import shlex
+
+    import pytest
+    from click.testing import CliRunner
+
+    from visearch.cli import cli
+    from visearch.db.models import get_model
+    from visearch.errors import NotFoundError
+
+    with db.connect() as conn, pytest.raises(NotFoundError) as info:
+        get_model(conn, "openclip")
+    command = re.search(r"`(visearch [^`]+)`", str(info.value)).group(1)
+    args = shlex.split(command)[1:]
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0, (command, result.output)
+    assert "Embed every image and box" in result.output
