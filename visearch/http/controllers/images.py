@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
 from visearch import catalog
 from visearch.http import convert
-from visearch.http.deps import DB, AppSettings
+from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import MAX_ID, ImageOut
 
@@ -39,13 +39,14 @@ class ImageController(Controller):
     @get("/{image_id:int}/thumbnail", sync_to_thread=True, summary="A JPEG thumbnail",
          media_type="image/jpeg", responses=error_responses(400, 401, 404, 422))
     def thumbnail(
-        self, db: DB, settings: AppSettings, image_id: ImageId,
+        self, request: Request, reads: Reads, settings: AppSettings, image_id: ImageId,
         size: Annotated[int, Parameter(ge=catalog.MIN_THUMBNAIL, le=catalog.MAX_THUMBNAIL,
                                        description="longest side in pixels (never enlarged)")] = 256,
     ) -> Response[bytes]:
         """The image as displayed (EXIF orientation applied), scaled to fit `size` x `size`
         pixels with its aspect ratio kept, as JPEG."""
-        data = catalog.image_thumbnail(db, image_id, size, max_pixels=settings.max_image_pixels)
+        data = reads.run(lambda d: catalog.image_thumbnail(d, image_id, size, max_pixels=settings.max_image_pixels),
+                         owner=request.user)
         return Response(data, media_type="image/jpeg", headers=_CACHE)
 
 
