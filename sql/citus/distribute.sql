@@ -33,8 +33,10 @@ ALTER TABLE collection_items DROP CONSTRAINT collection_items_image_id_fkey;
 -- ---- statement triggers with transition tables -> row triggers ---------------------------------
 DROP TRIGGER images_dequeue ON images;
 DROP TRIGGER annotations_dequeue ON annotations;
+-- It runs on a worker's shard and deletes from the coordinator's queue: Citus calls that nested
+-- distributed execution and wants it allowed explicitly (only for this function).
 CREATE FUNCTION dequeue_deleted_row() RETURNS trigger
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
 BEGIN
     DELETE FROM embedding_queue WHERE item_kind = TG_ARGV[0] AND item_id = OLD.id;
     RETURN NULL;

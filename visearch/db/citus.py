@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import psycopg
 import psycopg.sql
 
+from visearch.config import Settings, get_settings
 from visearch.resources import read_sql
 
 #: Shards per distributed table: a few per worker core lets Citus rebalance and run shards in
@@ -54,12 +55,14 @@ def is_distributed(conn: psycopg.Connection) -> bool:
     ).fetchone()[0])
 
 
-def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT) -> list[Placement]:
+def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT, settings: Settings | None = None) -> list[Placement]:
     """Distribute the schema at ``url`` (a Citus coordinator); return every table's placement.
 
     The placement is one transaction (all or nothing); then the triggers of reference tables are
-    disabled on the workers' copies (``sql/citus/reference_triggers.sql``). On a schema already
-    distributed only that second step runs (do it after adding a node).
+    disabled on the workers' copies (``sql/citus/reference_triggers.sql``) and pgvector's search
+    settings (``settings.hnsw_ef_search``, iterative scans) become every worker's defaults for
+    the database. On a schema already distributed only those two steps run (do it after adding a
+    node).
 
     Raises:
         CitusError: no ``citus`` extension, no active worker node, or the coordinator is not
@@ -69,8 +72,9 @@ def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT) -> list[Plac
         if citus_version(conn) is None:
             raise CitusError("the server has no citus extension: run CREATE EXTENSION citus on "
                              "the coordinator and every worker (see README 'Scaling')")
-        if is_distributed(conn):  # again, e.g. after adding a node: only the trigger placement
+        if is_distributed(conn):  # again, e.g. after adding a node: triggers and settings only
             conn.execute(read_sql("citus/reference_triggers.sql"))
+            _set_hnsw_on_workers(conn, settings or get_settings())
             return placements(conn)
         workers = conn.execute("SELECT count(*) FROM citus_get_active_worker_nodes()").fetchone()[0]
         if not workers:
@@ -89,7 +93,18 @@ def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT) -> list[Plac
             conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
             conn.execute(read_sql("citus/distribute.sql"))
         conn.execute(read_sql("citus/reference_triggers.sql"))
+        _set_hnsw_on_workers(conn, settings or get_settings())
         return placements(conn)
+
+
+def _set_hnsw_on_workers(conn: psycopg.Connection, settings: Settings) -> None:
+    """The search sets pgvector's settings per transaction with set_config(), which Citus does not
+    pass on to the shards' sessions: make them the database's defaults instead (Citus propagates
+    ``ALTER DATABASE ... SET`` to every worker)."""
+    for name, value in (("hnsw.ef_search", settings.hnsw_ef_search), ("hnsw.iterative_scan", "relaxed_order"),
+                        ("hnsw.max_scan_tuples", settings.hnsw_max_scan_tuples)):
+        conn.execute(psycopg.sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            psycopg.sql.Identifier(conn.info.dbname), psycopg.sql.SQL(name), psycopg.sql.Literal(str(value))))
 
 
 def placements(conn: psycopg.Connection) -> list[Placement]:
