@@ -8,16 +8,11 @@ workers are added; the tests create and drop their own database next to it, on e
 from __future__ import annotations
 
 import os
-import time
-import uuid
 
 import numpy as np
 import psycopg
 import pytest
-from urllib.parse import urlsplit, urlunsplit
-
-from psycopg.conninfo import make_conninfo
-
+from citus_cluster import create_database, drop_database
 from synthetic_vectors import ONE_PERCENT, TENTH_PERCENT, clustered_unit_vectors, load_vectors
 from visearch.config import Settings
 from visearch.db.citus import distribute
@@ -41,27 +36,9 @@ def vectors() -> np.ndarray:
 @pytest.fixture(scope="module")
 def citus_url():
     """A fresh database on every node of the cluster, with the nodes registered in it."""
-    name = "visearch_test_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(CITUS_URL, autocommit=True) as conn:
-        nodes = conn.execute("SELECT nodename, nodeport, groupid FROM pg_dist_node WHERE isactive").fetchall()
-        conn.execute("SET citus.enable_create_database_propagation = on")
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(CITUS_URL)._replace(path="/" + name))  # a URL: Alembic needs one
-    for host, port, group in nodes:
-        if group != 0:
-            with psycopg.connect(make_conninfo(url, host=host, port=port), autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
-        for host, port, group in sorted(nodes, key=lambda n: n[2]):
-            if group == 0:
-                conn.execute("SELECT citus_set_coordinator_host(%s, %s)", (host, port))
-            else:
-                conn.execute("SELECT citus_add_node(%s, %s)", (host, port))
+    url = create_database(CITUS_URL)
     yield url
-    with psycopg.connect(CITUS_URL, autocommit=True) as conn:
-        conn.execute("SET citus.enable_create_database_propagation = on")
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    drop_database(CITUS_URL, url)
 
 
 @pytest.fixture(scope="module")
