@@ -17,14 +17,15 @@ import pytest
 from litestar.testing import TestClient
 from PIL import Image
 
-from conftest import ingest_coco128_embedded
 from pg_replica import start_replicated_pair
+from synthetic_vectors import clustered_unit_vectors, load_vectors
 from visearch.config import Settings
 from visearch.db.database import open_database
 from visearch.db.routing import ReadRouter
 from visearch.http.app import create_app
 from visearch.search import SearchRequest, search
 
+IMAGES = 500
 ALICE = {"X-API-Key": "alice-secret"}
 BOB = {"X-API-Key": "bob-secret"}
 
@@ -37,10 +38,11 @@ def pair():
 
 
 @pytest.fixture(scope="module")
-def primary(pair, coco128):
+def primary(pair):
+    """The primary with 500 images of a synthetic 32-d model (the only active one: it serves)."""
     db = open_database(Settings(database_url=pair.primary.url))
-    report = ingest_coco128_embedded(db, coco128, images=32, boxes_of_images=0)
-    assert report.failures == [] and report.embedded["image"] == 32
+    with db.connect() as conn:
+        load_vectors(conn, clustered_unit_vectors(IMAGES, 32, clusters=20), model="synthetic-32")
     pair.wait_replayed()
     yield db
     db.close()
@@ -72,7 +74,7 @@ def test_searches_rank_on_the_replica_and_equal_the_primary_s_answer(client, pri
     res = _search(client, image_ids=[7], limit=10, exact=True)
     assert [i["image_id"] for i in res["items"]] == [h.image_id for h in on_primary.hits]
     assert [i["score"] for i in res["items"]] == pytest.approx([h.score for h in on_primary.hits], abs=1e-6)
-    assert res["histogram"]["considered"] == 32
+    assert res["histogram"]["considered"] == IMAGES
     # search + histogram connections came from the standby; nothing read fell back
     assert router.replicas[0].served >= served + 2 and router.primary_served == primary_served
     # the temporary collection was written on the primary and pages from it

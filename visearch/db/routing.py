@@ -18,9 +18,9 @@ turns it on. A :class:`ReadRouter` hands out, per read, a replica chosen round r
 
 What goes where is the caller's choice: writes, and reads that must see a write of the same
 request (a collection page just recorded, ids just inserted), use the primary :class:`Database`;
-searches, score histograms, thumbnails and status reads use :meth:`ReadRouter.reader` (a
-:class:`Database`-like handle) or :meth:`ReadRouter.run` (which also retries a read that a replica
-failed in the middle of, on the next replica or the primary: reads are idempotent).
+searches, score histograms, thumbnails and status reads go through :meth:`ReadRouter.run`, which
+hands the read a :class:`Database`-like handle on a replica and re-runs it on the next replica or
+the primary if the replica fails in the middle of it (reads are idempotent).
 
 This is PostgreSQL's own physical replication; visearch only routes. Set replicas up with
 ``pg_basebackup -R`` (or any managed service's read replicas); see README "Scaling".
@@ -31,7 +31,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -129,7 +128,7 @@ class ReadRouter:
         for replica in self.replicas:
             try:
                 with psycopg.connect(replica.url, autocommit=True, connect_timeout=2) as conn:
-                    in_recovery, replay = conn.execute(
+                    _in_recovery, replay = conn.execute(
                         "SELECT pg_is_in_recovery(),"
                         " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
                         " ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn"
@@ -203,11 +202,6 @@ class ReadRouter:
                 )
             return replica._pool
 
-    def reader(self, owner: str | None = None) -> "ReadDatabase":
-        """A :class:`Database`-like handle whose connections come from an eligible replica (or
-        the primary). ``owner``: the caller whose own writes the reads must see."""
-        return ReadDatabase(self, owner)
-
     def run(self, fn: Callable[[Database], T], *, owner: str | None = None) -> T:
         """``fn(handle)`` on an eligible replica; if the replica fails during it (connection lost,
         query cancelled by recovery), again on the next one, and finally on the primary.
@@ -268,55 +262,6 @@ class _OneReplica:
         conn = psycopg.connect(self.url, autocommit=autocommit, prepare_threshold=None, connect_timeout=2)
         register_vector(conn)
         return conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
-        with self.connect() as conn:
-            with conn.transaction():
-                yield conn
-
-
-class ReadDatabase:
-    """A :class:`Database`-like handle for reads (``pooled``, ``connect``, ``transaction``):
-    each connection comes from an eligible replica, falling over to the next one and then to
-    the primary when a replica cannot give a connection. A replica failing *during* the block
-    raises (the block cannot be replayed); use :meth:`ReadRouter.run` to retry whole reads."""
-
-    embedded = False
-
-    def __init__(self, router: ReadRouter, owner: str | None) -> None:
-        self._router, self._owner = router, owner
-        self.url = router.primary.url
-
-    @contextmanager
-    def pooled(self) -> Iterator[psycopg.Connection]:
-        for replica in self._router._eligible(self._owner):
-            cm = _OneReplica(self._router, replica).pooled()
-            try:
-                conn = cm.__enter__()
-            except _RETRYABLE as exc:
-                self._router._mark_down(replica, exc)
-                continue
-            try:
-                yield conn
-            except BaseException:
-                if not cm.__exit__(*sys.exc_info()):
-                    raise
-            else:
-                cm.__exit__(None, None, None)
-            return
-        with self._router._lock:
-            self._router.primary_served += 1
-        with self._router.primary.pooled() as conn:
-            yield conn
-
-    def connect(self, *, autocommit: bool = False) -> psycopg.Connection:
-        for replica in self._router._eligible(self._owner):
-            try:
-                return _OneReplica(self._router, replica).connect(autocommit=autocommit)
-            except psycopg.OperationalError as exc:
-                self._router._mark_down(replica, exc)
-        return self._router.primary.connect(autocommit=autocommit)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
