@@ -147,3 +147,10 @@ def ingest_coco128_embedded(database, coco128: Path, *, images: int = 128, boxes
                      " (item_kind = 'object' AND item_id IN (SELECT id FROM annotations WHERE image_id <= %s)))",
                      (images, boxes_of_images))
     return embed_pending(database, model, progress=False)
+
+
+def pytest_report_header(config):
+    """Say up front whether the Citus tests (tests/test_citus.py) run or are skipped."""
+    url = os.environ.get("VISEARCH_TEST_CITUS_URL")
+    return (f"citus: tests run against the coordinator in VISEARCH_TEST_CITUS_URL" if url else
+            "citus: tests SKIPPED (set VISEARCH_TEST_CITUS_URL to a Citus 14 coordinator to run them)")

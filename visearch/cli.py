@@ -61,6 +61,26 @@ def db_upgrade(obj: _Context):
     click.echo(f"schema at revision {migrate.upgrade(url)}")
 
 
+@db.command("distribute")
+@click.option("--shards", default=32, show_default=True, type=click.IntRange(1, 4096),
+              help="Shards per distributed table (a few per worker core).")
+@pass_ctx
+def db_distribute(obj: _Context, shards: int):
+    """Distribute the schema over a Citus cluster (run on the coordinator, workers added).
+
+    Big tables are sharded on the image id and co-located; small ones become reference tables;
+    the embedding queue stays on the coordinator. See README "Scaling"."""
+    from visearch.db.citus import CitusError, distribute
+
+    try:
+        placed = distribute(obj.db.url, shard_count=shards)
+    except CitusError as exc:
+        _fail(exc)
+    for p in placed:
+        where = f"{p.kind} on {p.column}, colocation {p.colocation}" if p.column else p.kind
+        click.echo(f"{p.table:20} {where}, {p.shards} shard(s)")
+
+
 @db.command("url")
 @pass_ctx
 def db_url(obj: _Context):

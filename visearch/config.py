@@ -78,6 +78,21 @@ class Settings(BaseSettings):
             return [p for p in value.split(os.pathsep) if p.strip()]
         return value
 
+    # Read replicas (visearch.db.routing). Hot standbys of the primary, comma-separated libpq
+    # URLs: searches, histograms, thumbnails and status reads go to them, writes to the primary.
+    read_database_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    #: A replica that has not replayed what the primary had this many seconds ago takes no reads.
+    read_max_lag_seconds: float = Field(default=5.0, gt=0)
+    #: Seconds between replica health checks.
+    read_check_interval_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("read_database_urls", mode="before")
+    @classmethod
+    def _split_read_urls(cls, value):
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value):

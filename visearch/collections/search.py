@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visearch.collections.service import Collection, CollectionItem, record_search
 from visearch.config import Settings
@@ -19,6 +19,9 @@ from visearch.db.database import Database
 from visearch.errors import InvalidRequestError
 from visearch.search.histogram import DEFAULT_MAX_CONSIDERED, ScoreHistogram, score_histogram
 from visearch.search.service import SearchRequest, SearchResult, search
+
+if TYPE_CHECKING:
+    from visearch.db.routing import ReadRouter
 
 #: Ranked items kept for paging when the request does not say (at least its limit).
 DEFAULT_DEPTH = 100
@@ -43,6 +46,7 @@ def search_to_collection(
     depth: int | None = None,
     histogram_bins: int = 20,
     query: dict[str, Any] | None = None,
+    reads: ReadRouter | None = None,
 ) -> KeptSearch:
     """Search, keep the ranking as ``owner``'s temporary collection, return its first page.
 
@@ -52,6 +56,8 @@ def search_to_collection(
         depth: ranked items kept (>= limit); default max(limit, DEFAULT_DEPTH), at most MAX_DEPTH.
         histogram_bins: 0 for no histogram.
         query: the request's parameters as JSON, stored with the collection.
+        reads: where the search and the histogram run (a replica, see visearch.db.routing);
+            default ``db``. The collection is always written and read back on ``db``.
 
     Raises:
         InvalidRequestError, NotFoundError, NotEmbeddedError: as :func:`visearch.search.search`;
@@ -61,15 +67,19 @@ def search_to_collection(
         depth = min(MAX_DEPTH, max(limit, DEFAULT_DEPTH))
     if depth < limit:
         raise InvalidRequestError(f"depth ({depth}) must be at least limit ({limit})")
-    result = search(db, dataclasses.replace(req, limit=depth, offset=0), settings)
-    histogram = None
-    vector = getattr(result, "query_vector", None)
-    if histogram_bins and vector is not None:
-        histogram = score_histogram(
-            db, req, vector, model=result.model, candidates=result.candidates,
-            candidates_capped=result.candidates_capped, bins=histogram_bins,
-            max_considered=DEFAULT_MAX_CONSIDERED,
-        )
+    def ranked(read_db: Database) -> tuple[SearchResult, ScoreHistogram | None]:
+        result = search(read_db, dataclasses.replace(req, limit=depth, offset=0), settings)
+        histogram = None
+        vector = getattr(result, "query_vector", None)
+        if histogram_bins and vector is not None:
+            histogram = score_histogram(
+                read_db, req, vector, model=result.model, candidates=result.candidates,
+                candidates_capped=result.candidates_capped, bins=histogram_bins,
+                max_considered=DEFAULT_MAX_CONSIDERED,
+            )
+        return result, histogram
+
+    result, histogram = reads.run(ranked, owner=owner) if reads is not None else ranked(db)
     stored = dict(query or {})
     if req.image is not None:
         stored["uploaded_image"] = {"sha256": hashlib.sha256(req.image).hexdigest(), "bytes": len(req.image)}

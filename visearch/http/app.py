@@ -19,6 +19,7 @@ from litestar.openapi.spec import Components, OpenAPIType, Schema, SecuritySchem
 
 from visearch.config import Settings, get_settings
 from visearch.db.database import Database
+from visearch.db.routing import ReadRouter, open_read_router
 from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys, role_guard
 from visearch.http.controllers.collections import CollectionController
 from visearch.http.controllers.datasets import DatasetController
@@ -28,6 +29,7 @@ from visearch.http.edge import check_request
 from visearch.http.errors import exception_handlers
 from visearch.http.jobs import EmbedJobs
 from visearch.http.openapi_page import OfflineDocsPlugin
+from visearch.http.reads import note_writes_middleware
 from visearch.http.schemas import HealthOut
 
 
@@ -56,11 +58,16 @@ def _provide_jobs(state: State) -> EmbedJobs:
     return state.jobs
 
 
+def _provide_reads(state: State) -> ReadRouter:
+    return state.reads
+
+
 def create_app(
     settings: Settings | None = None,
     db: Database | None = None,
     *,
     embed_jobs: EmbedJobs | None = None,
+    read_router: ReadRouter | None = None,
     debug: bool = False,
 ) -> Litestar:
     """The visearch HTTP API over ``db``.
@@ -70,6 +77,8 @@ def create_app(
         db: the database; default: :func:`visearch.db.database.open_database` (which starts
             the embedded server unless ``settings.database_url`` is set).
         embed_jobs: the background embedding runner (default: a new one for this app).
+        read_router: where searches, histograms, thumbnails and status reads go (default: the
+            replicas in ``settings.read_database_urls``, else ``db``); see visearch.db.routing.
         debug: Litestar debug mode (tracebacks in 500 responses: never in production).
 
     Raises:
@@ -81,6 +90,7 @@ def create_app(
 
         db = open_database(settings)
     jobs = embed_jobs or EmbedJobs(db, settings)
+    reads = read_router or open_read_router(db, settings)
     keys = parse_api_keys(settings.api_keys)
     openapi = OpenAPIConfig(
         title="visearch",
@@ -109,15 +119,16 @@ def create_app(
             "db": Provide(_provide_db, sync_to_thread=False),
             "settings": Provide(_provide_settings, sync_to_thread=False),
             "jobs": Provide(_provide_jobs, sync_to_thread=False),
+            "reads": Provide(_provide_reads, sync_to_thread=False),
         },
-        middleware=[auth_middleware()],
+        middleware=[auth_middleware(), note_writes_middleware],
         guards=[role_guard],
         before_request=check_request,
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.http_max_body_bytes,
         openapi_config=openapi,
-        state=State({"db": db, "settings": settings, "jobs": jobs, "api_keys": keys}),
-        on_shutdown=[lambda: jobs.stop()],
+        state=State({"db": db, "settings": settings, "jobs": jobs, "api_keys": keys, "reads": reads}),
+        on_shutdown=[lambda: jobs.stop(), reads.close],
         debug=debug,
     )
     _integer_bounds_as_integers(app.openapi_schema)

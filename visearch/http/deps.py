@@ -11,8 +11,11 @@ from litestar.params import SkipValidation
 
 from visearch.config import Settings
 from visearch.db.database import Database
+from visearch.db.routing import ReadRouter
 from visearch.http.jobs import EmbedJobs
 
 DB = NamedDependency[SkipValidation[Database]]
 AppSettings = NamedDependency[SkipValidation[Settings]]
 Jobs = NamedDependency[SkipValidation[EmbedJobs]]
+#: Where reads that may be slightly stale go (replicas, else the primary): visearch.db.routing
+Reads = NamedDependency[SkipValidation[ReadRouter]]

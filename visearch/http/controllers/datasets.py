@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, MultipartBody, Parameter
 
 from visearch import admin, catalog
 from visearch.errors import InvalidRequestError
 from visearch.http import convert
-from visearch.http.deps import DB, AppSettings, Jobs
+from visearch.http.deps import DB, AppSettings, Jobs, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import (
     MAX_ID,
@@ -79,11 +79,12 @@ class DatasetController(Controller):
 
     @get("/{dataset_id:int}/status", sync_to_thread=True, summary="Embedding status",
          responses=error_responses(400, 401, 404))
-    def status(self, db: DB, jobs: Jobs, dataset_id: DatasetId) -> DatasetStatusOut:
+    def status(self, request: Request, reads: Reads, jobs: Jobs, dataset_id: DatasetId) -> DatasetStatusOut:
         """Per registered model: images and boxes embedded, queued (new or changed), in progress,
         failed (given up on, with the last errors); and this server's background embedding job
         (see `POST /v1/datasets/{id}/embed`)."""
-        return convert.dataset_status(catalog.dataset_status(db, dataset_id), jobs.state())
+        status = reads.run(lambda d: catalog.dataset_status(d, dataset_id), owner=request.user)
+        return convert.dataset_status(status, jobs.state())
 
     @post("/{dataset_id:int}/embed", sync_to_thread=True, status_code=202, summary="Embed what is queued",
           responses=error_responses(400, 401, 404, 422))

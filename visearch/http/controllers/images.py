@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 
 from visearch import catalog
 from visearch.http import convert
-from visearch.http.deps import DB, AppSettings
+from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import MAX_ID, ImageOut
 
@@ -42,7 +42,7 @@ class ImageController(Controller):
          media_type="image/jpeg", responses={**error_responses(400, 401, 403, 404, 413, 415, 422),
                                              304: ResponseSpec(None, description="not modified (If-None-Match)")})
     def thumbnail(
-        self, db: DB, settings: AppSettings, image_id: ImageId,
+        self, request: Request, reads: Reads, settings: AppSettings, image_id: ImageId,
         size: Annotated[int, Parameter(ge=catalog.MIN_THUMBNAIL, le=catalog.MAX_THUMBNAIL,
                                        description="longest side in pixels (never enlarged)")] = 256,
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", required=False,
@@ -53,8 +53,10 @@ class ImageController(Controller):
         send it back in `If-None-Match` and an unchanged thumbnail answers 304 with no body.
         Thumbnails are cached by the server; large images are decoded scaled (JPEG) and a few
         at a time."""
-        t = catalog.image_thumbnail(db, image_id, size, max_pixels=settings.max_image_pixels,
-                                    media_roots=settings.media_roots, if_none_match=if_none_match)
+        t = reads.run(lambda d: catalog.image_thumbnail(d, image_id, size, max_pixels=settings.max_image_pixels,
+                                                        media_roots=settings.media_roots,
+                                                        if_none_match=if_none_match),
+                      owner=request.user)
         headers = {**_CACHE, "ETag": t.etag}
         if t.data is None:
             return Response(b"", status_code=304, headers=headers)

@@ -21,7 +21,7 @@ from litestar.openapi.spec import (
 
 from visearch.collections.search import search_to_collection
 from visearch.http import convert
-from visearch.http.deps import DB, AppSettings
+from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import MAX_QUERY_CONCEPTS, SearchBody, SearchResponse
 from visearch.search import SearchRequest
@@ -112,10 +112,10 @@ def _to_request(body: SearchBody, image: bytes | None) -> SearchRequest:
     )
 
 
-def _run(db: DB, settings: AppSettings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
+def _run(db: DB, reads: Reads, settings: AppSettings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
     kept = search_to_collection(
         db, settings, owner, _to_request(body, image), limit=body.limit, depth=body.depth,
-        histogram_bins=body.histogram_bins, query=msgspec.to_builtins(body),
+        histogram_bins=body.histogram_bins, query=msgspec.to_builtins(body), reads=reads,
     )
     c = kept.collection
     nxt, url = convert.next_page(c.id, 0, body.limit, len(kept.page), c.items)
@@ -138,8 +138,9 @@ class SearchController(Controller):
         opt={"role": "read"},  # a POST that changes nothing (but the caller's own last search)
         summary="Search images or objects",
         responses=error_responses(400, 401, 404, 413, 415, 422),
+        opt={"role": "read"},  # ranks on a read replica when there is one (visearch.db.routing)
     )
-    async def search(self, request: Request, db: DB, settings: AppSettings) -> SearchResponse:
+    async def search(self, request: Request, db: DB, reads: Reads, settings: AppSettings) -> SearchResponse:
         """Rank images (or objects: annotation boxes) by cosine similarity to a query.
 
         Query by exactly one of: `query` text (with optional `#concept` terms; needs a model
@@ -162,5 +163,5 @@ class SearchController(Controller):
         """
         body, image = await _parse(request)
         owner: str = request.user
-        return await anyio.to_thread.run_sync(partial(_run, db, settings, owner, body, image))
+        return await anyio.to_thread.run_sync(partial(_run, db, reads, settings, owner, body, image))
 

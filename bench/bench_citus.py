@@ -1,0 +1,146 @@
+"""One node vs Citus with 1 and 2 workers, same data: bulk load, HNSW build, search latency, recall.
+
+Needs a running Citus cluster: ``--citus`` is a postgresql:// URL of a database on its
+coordinator whose ``pg_dist_node`` lists the workers (see README "Scaling"). For each setup a
+fresh database is created on every node, visearch's schema migrated (and, on Citus,
+``visearch db distribute`` run with ``--shards`` shards), then:
+
+* **load**: ``--vectors`` synthetic clustered 512-d unit vectors as images + labels + vectors
+  of one model, binary COPY (``tests/synthetic_vectors.py``): rows/s of vectors;
+* **index**: the model's HNSW index (m 16, ef_construction 64), seconds (on Citus: every shard);
+* **search**: ``--queries`` searches through visearch's search service by a random stored image:
+  unfiltered, and filtered to 1% and 0.1% of the images by a concept; p50/p95 ms with the
+  service's own choice (HNSW or exact), and recall@10 of HNSW (``exact=False``) against exact.
+
+"One node" is the coordinator's own PostgreSQL without distribution: same server, same settings.
+All nodes share this machine's cores, so Citus's gains from parallel shards are bounded by them.
+
+Usage:  python bench/bench_citus.py --citus postgresql://postgres@127.0.0.1:55430/visearch
+            [--vectors 100000] [--queries 50] [--shards 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests")]
+
+from citus_cluster import create_database, drop_database  # noqa: E402
+from synthetic_vectors import ONE_PERCENT, TENTH_PERCENT, clustered_unit_vectors, load_vectors  # noqa: E402
+
+MODEL = "synthetic-512"
+
+
+def plain_database(base_url: str) -> str:
+    """A database on the coordinator's server without Citus (the one-node setup)."""
+    from urllib.parse import urlsplit, urlunsplit
+    import uuid
+
+    name = "visearch_single_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(base_url)._replace(path="/" + name))
+
+
+def drop_plain(base_url: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * len(values))) - 1)]
+
+
+def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int) -> dict:
+    from visearch.config import Settings
+    from visearch.db.citus import distribute
+    from visearch.db.database import open_database
+    from visearch.search import SearchRequest, search
+
+    db = open_database(Settings(database_url=url))
+    if distributed:
+        distribute(url, shard_count=shards)
+    out = {}
+    with db.connect() as conn:
+        t = time.perf_counter()
+        model_id = load_vectors(conn, vectors, model=MODEL)
+        out["load_rows_s"] = len(vectors) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SELECT ensure_hnsw_index('image_embeddings', %s)", (model_id,))
+        conn.commit()
+        out["index_s"] = time.perf_counter() - t
+    rng = random.Random(0)
+    ids = [rng.randint(1, len(vectors)) for _ in range(queries)]
+    for label, concepts in (("all", []), ("1%", [ONE_PERCENT]), ("0.1%", [TENTH_PERCENT])):
+        search(db, SearchRequest(image_ids=[ids[0]], limit=10, model=MODEL, concepts=concepts))  # warm
+        lat, modes, hits = [], set(), 0
+        for image_id in ids:
+            req = SearchRequest(image_ids=[image_id], limit=10, model=MODEL, concepts=concepts)
+            t = time.perf_counter()
+            r = search(db, req)
+            lat.append((time.perf_counter() - t) * 1000)
+            modes.add("exact" if r.exact else "hnsw")
+            exact = {h.image_id for h in search(db, SearchRequest(image_ids=[image_id], limit=10, model=MODEL,
+                                                                  concepts=concepts, exact=True)).hits}
+            approx = search(db, SearchRequest(image_ids=[image_id], limit=10, model=MODEL, concepts=concepts,
+                                              exact=False))
+            hits += len(exact & {h.image_id for h in approx.hits}) / max(1, min(10, len(exact)))
+        out[label] = {"p50": statistics.median(lat), "p95": pct(lat, 0.95), "mode": "/".join(sorted(modes)),
+                      "recall": hits / len(ids)}
+    db.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--citus", required=True, help="URL of a database on the Citus coordinator")
+    ap.add_argument("--vectors", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--setups", default="single,citus1,citus2")
+    args = ap.parse_args()
+    vectors = clustered_unit_vectors(args.vectors, 512, clusters=1000)
+    results = {}
+    for setup in args.setups.split(","):
+        if setup == "single":
+            url = plain_database(args.citus)
+            try:
+                results["1 node"] = measure(url, vectors, distributed=False, shards=0, queries=args.queries)
+            finally:
+                drop_plain(args.citus, url)
+        else:
+            workers = int(setup.removeprefix("citus"))
+            url = create_database(args.citus, workers=workers, prefix="visearch_bench_")
+            try:
+                results[f"Citus, {workers} worker{'s' if workers > 1 else ''}"] = measure(
+                    url, vectors, distributed=True, shards=args.shards, queries=args.queries)
+            finally:
+                drop_database(args.citus, url)
+        print(setup, "done", flush=True)
+
+    print(f"\n{args.vectors:,} x 512-d clustered unit vectors, {args.queries} queries per row, "
+          f"{args.shards} shards on Citus, every node on this machine ({os.cpu_count()} cores)")
+    print(f"{'setup':18} {'load rows/s':>11} {'index s':>8} | {'filter':>6} {'served by':>10} {'p50 ms':>7} "
+          f"{'p95 ms':>7} {'HNSW recall@10':>14}")
+    for name, r in results.items():
+        for i, label in enumerate(("all", "1%", "0.1%")):
+            head = f"{name:18} {r['load_rows_s']:11,.0f} {r['index_s']:8.1f}" if i == 0 else " " * 39
+            s = r[label]
+            print(f"{head} | {label:>6} {s['mode']:>10} {s['p50']:7.1f} {s['p95']:7.1f} {s['recall']:14.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+-- Turn visearch's schema into a distributed one on a Citus coordinator (`visearch db distribute`).
+--
+-- Distribution key: the image id. Every big table is hash-distributed on it and co-located
+-- (same shard count, same hash ranges), so an image's row, bytes, labels, boxes, captions and
+-- vectors sit in the same shard: per-image joins, the label/concept filters of a search and the
+-- ranking statement (vectors JOIN images JOIN labels ... ORDER BY distance LIMIT k) run inside
+-- each shard with that shard's HNSW index, and the coordinator only merges k rows per shard.
+-- (A dataset key would put a whole dataset on one shard: no spread for a big dataset.)
+--
+-- Small, often-joined tables become reference tables (a copy on every node): datasets, concepts,
+-- embedding_models, collections. The queue (embedding_queue) and the worker table stay on the
+-- coordinator as Citus local tables: visearch workers claim from it with SKIP LOCKED and LISTEN
+-- for its NOTIFY on the coordinator. Triggers on the distributed tables run on the workers'
+-- shards (citus.enable_unsafe_triggers); they reach the coordinator's queue through Citus's
+-- metadata on every node, and the queue's own notify trigger fires where workers listen.
+--
+-- Citus needs the distribution column in every primary key and unique constraint, so:
+--   images UNIQUE (dataset_id, sha256) becomes a plain index (dedupe on re-ingest is per shard);
+--   annotations and captions get PRIMARY KEY (image_id, id); object_embeddings gets image_id;
+--   collection_items lose their foreign keys to images/annotations (a frozen ranking).
+-- Statement-level triggers with transition tables are not supported on distributed tables;
+-- their work moves to row-level triggers (see below).
+
+-- ---- constraints Citus cannot keep -----------------------------------------------------------
+ALTER TABLE images DROP CONSTRAINT images_dataset_id_sha256_key;
+CREATE INDEX images_dataset_sha256 ON images (dataset_id, sha256);
+ALTER TABLE captions DROP CONSTRAINT captions_pkey CASCADE;
+ALTER TABLE annotations DROP CONSTRAINT annotations_pkey CASCADE;  -- with the FKs into it
+ALTER TABLE captions ADD PRIMARY KEY (image_id, id);
+ALTER TABLE annotations ADD PRIMARY KEY (image_id, id);
+ALTER TABLE collection_items DROP CONSTRAINT collection_items_image_id_fkey;
+
+-- ---- statement triggers with transition tables -> row triggers ---------------------------------
+DROP TRIGGER images_dequeue ON images;
+DROP TRIGGER annotations_dequeue ON annotations;
+-- It runs on a worker's shard and deletes from the coordinator's queue: Citus calls that nested
+-- distributed execution and wants it allowed explicitly (only for this function).
+CREATE FUNCTION dequeue_deleted_row() RETURNS trigger
+    LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
+BEGIN
+    DELETE FROM embedding_queue WHERE item_kind = TG_ARGV[0] AND item_id = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER images_dequeue AFTER DELETE ON images
+    FOR EACH ROW EXECUTE FUNCTION dequeue_deleted_row('image');
+CREATE TRIGGER annotations_dequeue AFTER DELETE ON annotations
+    FOR EACH ROW EXECUTE FUNCTION dequeue_deleted_row('object');
+
+-- ---- placement --------------------------------------------------------------------------------
+-- Citus converts tables that reference a table being converted; to place each table exactly,
+-- drop the remaining foreign keys, place every table, then add them back.
+CREATE TEMP TABLE distribute_fks AS
+    SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def
+    FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace;
+DO $$
+DECLARE fk record;
+BEGIN
+    FOR fk IN SELECT * FROM distribute_fks LOOP
+        EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', fk.tbl, fk.conname);
+    END LOOP;
+END $$;
+
+SELECT create_reference_table('datasets');
+SELECT create_reference_table('concepts');
+SELECT create_reference_table('embedding_models');
+SELECT create_reference_table('collections');
+SELECT create_reference_table('ingest_rejects');
+SELECT citus_add_local_table_to_metadata('embedding_queue');
+SELECT citus_add_local_table_to_metadata('embedding_workers');
+
+SELECT create_distributed_table('images', 'id');
+SELECT create_distributed_table('image_content', 'image_id', colocate_with => 'images');
+SELECT create_distributed_table('image_labels', 'image_id', colocate_with => 'images');
+SELECT create_distributed_table('annotations', 'image_id', colocate_with => 'images');
+SELECT create_distributed_table('captions', 'image_id', colocate_with => 'images');
+SELECT create_distributed_table('image_embeddings', 'image_id', colocate_with => 'images');
+-- Object vectors are keyed by annotation id only: not co-located (see README "Scaling").
+SELECT create_distributed_table('object_embeddings', 'annotation_id', colocate_with => 'none');
+SELECT create_distributed_table('collection_items', 'collection_id', colocate_with => 'none');
+
+DO $$
+DECLARE fk record;
+BEGIN
+    FOR fk IN SELECT * FROM distribute_fks LOOP
+        EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I %s', fk.tbl, fk.conname, fk.def);
+    END LOOP;
+END $$;
+DROP TABLE distribute_fks;
+
+-- ---- the model backlog without a non-co-located correlated join -------------------------------
+-- object_embeddings is keyed by annotation id: the NOT EXISTS of 0001 becomes NOT IN over a
+-- subquery, which Citus plans on its own (an intermediate result) before the join.
+CREATE OR REPLACE FUNCTION enqueue_model_backlog(model integer) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    images_added bigint;
+    objects_added bigint;
+BEGIN
+    INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id)
+    SELECT model, 'image', i.id, i.dataset_id
+    FROM images i
+    WHERE NOT EXISTS (SELECT 1 FROM image_embeddings e WHERE e.model_id = model AND e.image_id = i.id)
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS images_added = ROW_COUNT;
+    INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id)
+    SELECT model, 'object', a.id, i.dataset_id
+    FROM annotations a JOIN images i ON i.id = a.image_id
+    WHERE a.id NOT IN (SELECT e.annotation_id FROM object_embeddings e WHERE e.model_id = model)
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS objects_added = ROW_COUNT;
+    RETURN images_added + objects_added;
+END $$;
+
+
+-- ---- enqueue_items: Citus wants immutable functions in ON CONFLICT ... DO UPDATE SET ----------
+-- EXCLUDED.enqueued_at is the column default, clock_timestamp() of this insert: the same value.
+CREATE OR REPLACE FUNCTION enqueue_items(kind text, item_ids bigint[], dataset bigint) RETURNS void
+    LANGUAGE sql AS $$
+    INSERT INTO embedding_queue AS q (model_id, item_kind, item_id, dataset_id)
+    SELECT m.id, kind, i, dataset
+    FROM embedding_models m CROSS JOIN unnest(item_ids) AS i
+    WHERE m.is_active
+    ON CONFLICT (model_id, item_kind, item_id) DO UPDATE
+        SET enqueued_at = EXCLUDED.enqueued_at, not_before = '-infinity', attempts = 0,
+            last_error = NULL, failed = false, dataset_id = EXCLUDED.dataset_id;
+$$;
+
+-- ---- NOTIFY only where it can be sent ---------------------------------------------------------
+-- The enqueue triggers of distributed tables run on the workers' shards and insert into the
+-- coordinator's queue over a Citus connection whose transaction is committed with two-phase
+-- commit, and PostgreSQL cannot PREPARE a transaction that has sent NOTIFY. Such inserts skip
+-- the notification; a visearch worker finds those rows at its next interval pass (its safety
+-- net). Everything queued in the coordinator's own session (a new model's backlog, a dataset
+-- re-enabled, a retry) still notifies at once.
+CREATE OR REPLACE FUNCTION embedding_queue_notify() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('application_name') NOT LIKE 'citus_internal%' THEN
+        PERFORM pg_notify('visearch_embedding_queue', '');
+    END IF;
+    RETURN NULL;
+END $$;
