@@ -19,8 +19,9 @@ from visearch.integrations.base import (
     SendReport,
     SyncReport,
     ToolBox,
+    ToolError,
     ToolImageLabel,
     ToolTask,
 )
 
-__all__ = ["AnnotationTool", "SendReport", "SyncReport", "ToolBox", "ToolImageLabel", "ToolTask"]
+__all__ = ["AnnotationTool", "SendReport", "SyncReport", "ToolBox", "ToolError", "ToolImageLabel", "ToolTask"]

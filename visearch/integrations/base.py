@@ -13,6 +13,12 @@ from typing import Any, Protocol, Sequence
 
 import psycopg
 
+from visearch.errors import VisearchError
+
+
+class ToolError(VisearchError):
+    """The annotation tool could not be reached or refused a request (HTTP API: 502)."""
+
 
 @dataclass(frozen=True)
 class ToolTask:

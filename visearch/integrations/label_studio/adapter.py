@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.ingest.files import path_from_source_uri
-from visearch.integrations.base import SendImage, SendReport, ToolBox, ToolImageLabel, ToolTask
+from visearch.integrations.base import SendImage, SendReport, ToolBox, ToolError, ToolImageLabel, ToolTask
 from visearch.resources import read_sql
 
 #: ``task.data`` key that links a task visearch created to the image it was made from.
@@ -40,7 +40,7 @@ _ROTATION_EPSILON = 1e-6
 class LabelStudioSettings(BaseSettings):
     """Where Label Studio is, from ``VISEARCH_LABEL_STUDIO_*`` environment variables or flags."""
 
-    model_config = SettingsConfigDict(env_prefix="VISEARCH_LABEL_STUDIO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VISEARCH_LABEL_STUDIO_", extra="ignore", populate_by_name=True)
 
     #: Schema of Label Studio's tables in visearch's database (PGOPTIONS search_path of LS).
     schema_name: str = Field(default="label_studio", validation_alias="VISEARCH_LABEL_STUDIO_SCHEMA")
@@ -242,11 +242,10 @@ class LabelStudio:
         client = self.client()
         try:
             project = client.projects.get(id=project_id)
-        except Exception as exc:  # the SDK raises ApiError subclasses (404, 401, ...)
-            status = getattr(exc, "status_code", None)
-            if status == 404:
+        except Exception as exc:  # the SDK raises ApiError (with status_code) or httpx errors
+            if getattr(exc, "status_code", None) == 404:
                 raise NotFoundError(f"Label Studio has no project {project_id}") from exc
-            raise InvalidRequestError(f"Label Studio refused to read project {project_id}: {exc}") from exc
+            raise ToolError(f"Label Studio at {self.settings.url} did not give project {project_id}: {exc}") from exc
         config = LabelConfig.parse(project.label_config)
         if not config.image_name or not config.image_key:
             raise InvalidRequestError(
@@ -268,7 +267,10 @@ class LabelStudio:
             tasks.append(task)
         if not tasks:
             return SendReport(self.name, project_id, 0, [], 0, left_out)
-        response = client.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)
+        try:
+            response = client.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)
+        except Exception as exc:
+            raise ToolError(f"Label Studio refused the {len(tasks)} tasks for project {project_id}: {exc}") from exc
         task_ids = [int(t) for t in (getattr(response, "task_ids", None) or [])]
         return SendReport(self.name, project_id, len(tasks), task_ids, predictions, left_out)
 

@@ -147,7 +147,7 @@ class LabelStudioServer:
         log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-             "--username", self.username, "--password", self.password, "--user-token", self.token,
+             f"--username={self.username}", f"--password={self.password}", f"--user-token={self.token}",
              "--enable-legacy-api-token", "--data-dir", str(self.data_dir)],
             env=self.environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
