@@ -23,10 +23,12 @@ from conftest import SHARED_DATA, ingest_coco128_embedded, shared_data
 
 pytestmark = pytest.mark.slow
 
-#: coco128 images annotated in Label Studio: many people, traffic lights, umbrellas, chairs.
-IMAGES = ("000000000257.jpg", "000000000315.jpg", "000000000110.jpg")
-#: Seconds within which a saved annotation must be searchable (the bench measures the real figure).
-LIVE_BOUND_S = 60.0
+#: coco128 images annotated in Label Studio: a street (people, traffic lights, trucks), a table
+#: (people, chairs, cups), a dog (58 boxes).
+IMAGES = ("000000000257.jpg", "000000000110.jpg", "000000000042.jpg")
+#: Seconds within which saved annotations must be searchable: generous, for loaded CI machines
+#: (bench/bench_label_studio.py measures the real figure).
+LIVE_BOUND_S = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +82,21 @@ def rect_result(region_id, bbox, width, height, name):
                       "height": 100 * h / height, "rotation": 0, "rectanglelabels": [name]}}
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, db=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    state = ""
+    if db is not None:  # what the sync and the worker had done by then
+        with db.connect() as conn:
+            state = (f"; boxes {conn.execute('SELECT count(*) FROM annotations').fetchone()[0]}, vectors "
+                     f"{conn.execute('SELECT count(*) FROM object_embeddings').fetchone()[0]}, queue "
+                     f"{conn.execute('SELECT item_kind, count(*), max(last_error) FROM embedding_queue GROUP BY 1').fetchall()}"
+                     f", rejects {conn.execute('SELECT task_id, reason FROM tool_sync_rejects LIMIT 3').fetchall()}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{state}")
 
 
 def scalar(db, query, *args):
@@ -139,21 +148,15 @@ def test_annotations_saved_in_label_studio_become_searchable_boxes_and_follow_ed
         if image["file_name"] == IMAGES[0]:
             result.append({"id": "scene1", "from_name": "scene", "to_name": "image", "type": "choices",
                            "value": {"choices": ["street"]}})
+            rotated = rect_result("rot1", [100, 100, 50, 50], image["width"], image["height"], "person")
+            rotated["value"]["rotation"] = 30
+            result.append(rotated)  # refused with its reason; the rest of the annotation goes in
         annotation_ids.append(sdk.annotations.create(id=task_id, result=result).id)
         expected.update({f"coco{a['id']}": (a["bbox"], name) for a, name in boxes})
 
     embedded = ("SELECT count(*) FROM annotations a JOIN object_embeddings e ON e.annotation_id = a.id"
                 " WHERE a.source = 'label-studio'")
-    try:
-        wait_for(lambda: scalar(db, embedded) == len(expected), LIVE_BOUND_S, f"{len(expected)} boxes embedded")
-    except AssertionError:
-        with db.connect() as conn:
-            print("DEBUG", conn.execute("select count(*) from annotations").fetchall(),
-                  conn.execute("select item_kind, count(*), max(last_error), bool_or(failed) from embedding_queue group by 1").fetchall(),
-                  conn.execute("select * from tool_sync_rejects limit 3").fetchall(),
-                  conn.execute("select count(*) from object_embeddings").fetchall(),
-                  conn.execute("select * from embedding_models").fetchall())
-        raise
+    wait_for(lambda: scalar(db, embedded) == len(expected), LIVE_BOUND_S, f"{len(expected)} boxes embedded", db)
 
     # pixel coordinates equal COCO's (percent of the original size, back to pixels)
     with db.connect() as conn:
@@ -197,7 +200,7 @@ def test_annotations_saved_in_label_studio_become_searchable_boxes_and_follow_ed
         rect_result(f"coco{a['id']}", bbox, image["width"], image["height"], name)
         for (a, name), bbox in zip(boxes, moved)])
     wait_for(lambda: scalar(db, "SELECT embedded_at FROM object_embeddings WHERE annotation_id = %s", box_id) not in
-             (None, before), LIVE_BOUND_S, "the moved box re-embedded")
+             (None, before), LIVE_BOUND_S, "the moved box re-embedded", db)
     with db.connect() as conn:
         bbox = conn.execute("SELECT bbox_x, bbox_y, bbox_w, bbox_h FROM annotations WHERE id = %s", (box_id,)).fetchone()
     assert list(bbox) == pytest.approx(moved[0], abs=1e-6)
@@ -206,11 +209,33 @@ def test_annotations_saved_in_label_studio_become_searchable_boxes_and_follow_ed
     # a delete removes the boxes (and their vectors)
     sdk.annotations.delete(id=annotation_ids[2])
     gone = len(per_image[2][1])
-    wait_for(lambda: scalar(db, embedded) == len(expected) - gone, LIVE_BOUND_S, "the deleted annotation's boxes gone")
+    wait_for(lambda: scalar(db, embedded) == len(expected) - gone, LIVE_BOUND_S, "the deleted annotation's boxes gone", db)
     assert scalar(db, "SELECT count(*) FROM annotations WHERE source = 'label-studio'") == len(expected) - gone
     assert scalar(db, "SELECT count(*) FROM embedding_queue") == 0
-    # nothing was refused
-    assert scalar(db, "SELECT count(*) FROM tool_sync_rejects") == 0
+    # only the rotated box was refused, with why
+    with db.connect() as conn:
+        rejects = conn.execute("SELECT task_id, reason FROM tool_sync_rejects").fetchall()
+    assert rejects == [(task_ids[0], f"box {annotation_ids[0]}/rot1: rotated by 30 degrees: visearch boxes are axis-aligned")]
+
+
+def test_task_files_outside_the_media_roots_and_rotated_boxes_are_refused_with_reasons(tmp_path):
+    from visearch.integrations.label_studio.adapter import rect_to_coco
+
+    tool = LabelStudio(LabelStudioSettings(media_root=tmp_path / "media", local_files_root=SHARED_DATA))
+    inside = tool.resolve_file("/data/local-files/?d=coco128/train2017/000000000042.jpg")
+    assert inside == (SHARED_DATA / "coco128" / "train2017" / "000000000042.jpg").resolve()
+    assert tool.resolve_file((SHARED_DATA / "coco128" / "train2017" / "000000000042.jpg").as_uri()) == inside
+    assert "outside the media roots" in tool.resolve_file("/data/local-files/?d=../../../etc/passwd")
+    assert "outside the media roots" in tool.resolve_file("/etc/passwd")
+    assert "outside the media roots" in tool.resolve_file("/data/upload/1/../../../../etc/passwd")
+    assert "not fetched" in tool.resolve_file("https://example.com/cat.jpg")
+    assert "no such file" in tool.resolve_file("/data/local-files/?d=coco128/missing.jpg")
+    assert rect_to_coco({"x": 10, "y": 20, "width": 30, "height": 40}, 640, 480) == pytest.approx((64, 96, 192, 192))
+    # a box reaching a hair past the edge (editor float noise) is clipped to the image
+    assert rect_to_coco({"x": 50, "y": 0, "width": 50.0000001, "height": 100}, 640, 480) == pytest.approx((320, 0, 320, 480))
+    assert "rotated by 90 degrees" in rect_to_coco({"x": 1, "y": 1, "width": 5, "height": 5, "rotation": 90}, 640, 480)
+    assert rect_to_coco({"x": 1, "y": 1, "width": 5, "height": 5, "rotation": 360}, 100, 100) == pytest.approx((1, 1, 5, 5))
+    assert "not a rectangle" in rect_to_coco({"x": "a"}, 640, 480)
 
 
 def test_a_collection_sent_to_label_studio_becomes_tasks_with_predictions_and_annotations_come_back(
