@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean label-studio
 
 $(BIN)/visearch: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ bench: install
 	$(BIN)/python bench/bench_search.py
 	$(BIN)/python bench/bench_worker.py
 	$(BIN)/python bench/bench_http.py
+
+# Label Studio in its own virtualenv (.venv-label-studio), pinned in integrations/label-studio-requirements.txt;
+# rebuilt only when that file changes. The tests build it on first use too.
+label-studio: install
+	$(BIN)/python -m visearch.integrations.label_studio.server --install
 
 clean:
 	rm -rf $(VENV)

@@ -278,6 +278,12 @@ from visearch.http.cli import serve  # noqa: E402
 
 cli.add_command(serve)
 
+# Annotation tools (`connect label-studio`, `collections send`) live in visearch/integrations/cli.py.
+from visearch.integrations.cli import COMMANDS as _INTEGRATION_COMMANDS  # noqa: E402
+
+for _command in _INTEGRATION_COMMANDS:
+    cli.add_command(_command)
+
 
 def main() -> None:
     try:

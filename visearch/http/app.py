@@ -24,6 +24,7 @@ from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys, 
 from visearch.http.controllers.collections import CollectionController
 from visearch.http.controllers.datasets import DatasetController
 from visearch.http.controllers.images import AnnotationController, ImageController
+from visearch.http.controllers.label_studio import LabelStudioController
 from visearch.http.controllers.search import SearchController
 from visearch.http.edge import check_request
 from visearch.http.errors import exception_handlers
@@ -113,7 +114,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             SearchController, CollectionController, DatasetController, ImageController,
-            AnnotationController, health,
+            AnnotationController, LabelStudioController, health,
         ],
         dependencies={
             "db": Provide(_provide_db, sync_to_thread=False),
