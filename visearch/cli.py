@@ -248,6 +248,11 @@ from visearch.http.cli import serve  # noqa: E402
 
 cli.add_command(serve)
 
+# Housekeeping (dataset rename/delete, image find/delete) lives in visearch/housekeeping_cli.py.
+from visearch.housekeeping_cli import register as _register_housekeeping  # noqa: E402
+
+_register_housekeeping(cli)
+
 
 def main() -> None:
     try:

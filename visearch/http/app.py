@@ -21,11 +21,18 @@ from visearch.db.database import Database
 from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys
 from visearch.http.controllers.collections import CollectionController
 from visearch.http.controllers.datasets import DatasetController
+from visearch.http.controllers.housekeeping import (
+    CollectionExportController,
+    ConceptController,
+    HousekeepingImageController,
+    ModelController,
+)
 from visearch.http.controllers.images import AnnotationController, ImageController
 from visearch.http.controllers.search import SearchController
 from visearch.http.errors import exception_handlers
 from visearch.http.jobs import EmbedJobs
 from visearch.http.schemas import HealthOut
+from visearch.http.web import console_handlers, template_config
 
 
 def _version() -> str:
@@ -100,7 +107,10 @@ def create_app(
         route_handlers=[
             SearchController, CollectionController, DatasetController, ImageController,
             AnnotationController, health,
+            HousekeepingImageController, ConceptController, ModelController,
+            CollectionExportController, *console_handlers(),
         ],
+        template_config=template_config(),
         dependencies={
             "db": Provide(_provide_db, sync_to_thread=False),
             "settings": Provide(_provide_settings, sync_to_thread=False),
