@@ -733,7 +733,9 @@ const Console = (() => {
       svg.replaceChildren();
       const list = $("#detail-annotations");
       list.replaceChildren();
-      for (const a of d.annotations) {
+      // big boxes first, so that smaller ones lie on top and can be clicked
+      const byArea = [...d.annotations].sort((p, q) => q.bbox[2] * q.bbox[3] - p.bbox[2] * p.bbox[3]);
+      for (const a of byArea) {
         const [x, y, w, h] = a.bbox;
         const go = () => { dialog.close(); search({ annotation_id: a.id, mode: "objects" }); };
         const rect = svgEl("rect", { x, y, width: w, height: h, class: "box", tabindex: 0, role: "button",
@@ -826,9 +828,11 @@ const Console = (() => {
     $("#search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
     $("#model").addEventListener("change", updateModelNote);
     if (document.body.dataset.apiKeysRequired === "true" && !apiKey) await askKey();
-    await Promise.all([loadDatasets(), loadModels()]).catch((err) => say("#dataset-message", err.message, true));
+    // a linked search starts at once: it needs neither the dataset list nor the model list
+    const lists = Promise.all([loadDatasets(), loadModels()]).catch((err) => say("#dataset-message", err.message, true));
     fromHash();
     window.addEventListener("hashchange", fromHash);
+    await lists;
     document.body.dataset.ready = "true";
   }
 
