@@ -284,6 +284,11 @@ from visearch.integrations.cli import COMMANDS as _INTEGRATION_COMMANDS  # noqa:
 for _command in _INTEGRATION_COMMANDS:
     cli.add_command(_command)
 
+# Housekeeping (dataset rename/delete, image find/delete) lives in visearch/housekeeping_cli.py.
+from visearch.housekeeping_cli import register as _register_housekeeping  # noqa: E402
+
+_register_housekeeping(cli)
+
 
 def main() -> None:
     try:

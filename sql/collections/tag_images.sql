@@ -1,11 +1,14 @@
 -- Label every image of a collection with each concept (image_labels.source = %(source)s);
--- labels already there are left alone. Images deleted meanwhile (even by a transaction that
+-- labels already there are left alone; %(image_ids)s (bigint[] or NULL): only those of its
+-- images. Images deleted meanwhile (even by a transaction that
 -- commits while this runs) are skipped and reported: the images still there are locked
 -- (FOR KEY SHARE, what the foreign key check takes anyway) before their labels go in, so a
 -- concurrent delete either waits for this statement or is seen as gone by it.
 -- Returns: images listed, images tagged, labels added, ids of the images gone.
 WITH listed AS (
-    SELECT DISTINCT image_id FROM collection_items WHERE collection_id = %(collection_id)s
+    SELECT DISTINCT image_id FROM collection_items
+    WHERE collection_id = %(collection_id)s
+      AND (%(image_ids)s::bigint[] IS NULL OR image_id = ANY (%(image_ids)s::bigint[]))
 ),
 present AS (
     SELECT i.id

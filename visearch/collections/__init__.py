@@ -2,7 +2,8 @@
 
 Public API: :func:`record_search`, :func:`list_collections`, :func:`get_collection`,
 :func:`collection_items`, :func:`save_collection`, :func:`delete_collection`,
-:func:`tag_images`, :func:`untag_images`, :func:`copy_images`.
+:func:`tag_images`, :func:`untag_images`, :func:`copy_images`, :func:`remove_items`;
+exports in :mod:`visearch.collections.export`.
 """
 
 from visearch.collections.service import (
@@ -17,6 +18,7 @@ from visearch.collections.service import (
     get_collection,
     list_collections,
     record_search,
+    remove_items,
     save_collection,
     tag_images,
     untag_images,
@@ -34,6 +36,7 @@ __all__ = [
     "get_collection",
     "list_collections",
     "record_search",
+    "remove_items",
     "save_collection",
     "tag_images",
     "untag_images",

@@ -247,8 +247,11 @@ def _concept_names(concepts: Sequence[str]) -> list[str]:
     return names
 
 
-def tag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[str]) -> TagReport:
-    """Label every image of the collection with each concept (created if new).
+def tag_images(
+    db: Database, owner: str, collection_id: int, concepts: Sequence[str], *, image_ids: Sequence[int] = ()
+) -> TagReport:
+    """Label every image of the collection (or only ``image_ids`` among them) with each concept
+    (created if new).
 
     The labels go into ``image_labels`` with source ``'collection'``, so they are concept
     filters for search (``#concept``) at once and :func:`untag_images` removes exactly them.
@@ -266,7 +269,8 @@ def tag_images(db: Database, owner: str, collection_id: int, concepts: Sequence[
         concept_ids = list(dict.fromkeys(ids[n] for n in names))
         _listed, tagged, added, gone = conn.execute(
             read_sql("collections/tag_images.sql"),
-            {"collection_id": collection_id, "concept_ids": concept_ids, "source": COLLECTION_LABEL_SOURCE},
+            {"collection_id": collection_id, "concept_ids": concept_ids, "source": COLLECTION_LABEL_SOURCE,
+             "image_ids": list(image_ids) or None},
         ).fetchone()
         stored = [r[0] for r in conn.execute(
             "SELECT name FROM concepts WHERE id = ANY(%s) ORDER BY array_position(%s, id)",
@@ -346,3 +350,20 @@ def copy_images(
         dataset_id=int(dataset_id), dataset=name, images=collection.images, images_copied=len(pairs),
         images_existing=int(distinct) - len(pairs), labels_copied=int(labels), annotations_copied=int(boxes),
     )
+
+
+def remove_items(db: Database, owner: str, collection_id: int, ranks: Sequence[int]) -> list[int]:
+    """Remove items from the collection by rank; the others keep their ranks. Returns the ranks
+    removed (unknown ranks are ignored), ascending.
+
+    Raises:
+        NotFoundError: no such collection of ``owner``. InvalidRequestError: no ranks.
+    """
+    wanted = sorted({int(r) for r in ranks})
+    if not wanted:
+        raise InvalidRequestError("give the ranks of the items to remove")
+    with db.pooled() as conn:
+        _one(conn, owner, collection_id)
+        removed = conn.execute(read_sql("collections/remove_items.sql"),
+                               {"collection_id": collection_id, "ranks": wanted}).fetchall()
+    return sorted(r[0] for r in removed)

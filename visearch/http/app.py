@@ -23,6 +23,12 @@ from visearch.db.routing import ReadRouter, open_read_router
 from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys, role_guard
 from visearch.http.controllers.collections import CollectionController
 from visearch.http.controllers.datasets import DatasetController
+from visearch.http.controllers.housekeeping import (
+    CollectionExportController,
+    ConceptController,
+    HousekeepingImageController,
+    ModelController,
+)
 from visearch.http.controllers.images import AnnotationController, ImageController
 from visearch.http.controllers.label_studio import LabelStudioController
 from visearch.http.controllers.search import SearchController
@@ -32,6 +38,7 @@ from visearch.http.jobs import EmbedJobs
 from visearch.http.openapi_page import OfflineDocsPlugin
 from visearch.http.reads import note_writes_middleware
 from visearch.http.schemas import HealthOut
+from visearch.http.web import console_handlers, template_config
 
 
 def _version() -> str:
@@ -115,7 +122,10 @@ def create_app(
         route_handlers=[
             SearchController, CollectionController, DatasetController, ImageController,
             AnnotationController, LabelStudioController, health,
+            HousekeepingImageController, ConceptController, ModelController,
+            CollectionExportController, *console_handlers(),
         ],
+        template_config=template_config(),
         dependencies={
             "db": Provide(_provide_db, sync_to_thread=False),
             "settings": Provide(_provide_settings, sync_to_thread=False),

@@ -204,6 +204,8 @@ class SaveBody(Struct, forbid_unknown_fields=True):
 class TagBody(Struct, forbid_unknown_fields=True):
     concepts: Annotated[list[Name], Meta(min_length=1, max_length=100,
                                          description="concept names; created if new")]
+    image_ids: Annotated[list[Id], Meta(max_length=1000, description=(
+        "only these images of the collection (e.g. the selected ones); empty: all of them"))] = []
 
 
 class TagResponse(Struct):

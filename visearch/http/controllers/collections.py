@@ -72,11 +72,12 @@ class CollectionController(Controller):
     @post("/{collection_id:int}/tags", sync_to_thread=True, status_code=200, summary="Tag a collection's images",
           responses=error_responses(400, 401, 404, 422))
     def tag(self, request: Request, db: DB, collection_id: CollectionId, data: JSONBody[TagBody]) -> TagResponse:
-        """Label every image of the collection with each concept (concepts are created if new).
+        """Label every image of the collection (or only `image_ids` among them) with each concept
+        (concepts are created if new).
         Labels are stored with source 'collection' and are searchable at once as `#concept`
         filters; labels that exist already are left as they are. Images deleted meanwhile are
         skipped and listed in `images_gone`; the rest are tagged."""
-        r = svc.tag_images(db, request.user, collection_id, data.concepts)
+        r = svc.tag_images(db, request.user, collection_id, data.concepts, image_ids=data.image_ids)
         return TagResponse(images=r.images, concepts=r.concepts, concepts_created=r.concepts_created,
                            labels_added=r.labels_added, images_tagged=r.images_tagged, images_gone=r.images_gone)
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, MultipartBody, Parameter
 
-from visearch import admin, catalog
+from visearch import admin, catalog, housekeeping
 from visearch.errors import InvalidRequestError
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Jobs, Reads
 from visearch.http.errors import error_responses
+from visearch.http.controllers.housekeeping import DatasetDeletedOut, RenameBody
 from visearch.http.schemas import (
     MAX_ID,
     DatasetBody,
@@ -127,3 +128,22 @@ class DatasetController(Controller):
         )
         return convert.uploaded(u)
 
+    # ---- housekeeping (visearch.housekeeping; admin role) ----
+
+    @patch("/{dataset_id:int}", sync_to_thread=True, summary="Rename a dataset", opt={"role": "admin"},
+           responses=error_responses(400, 401, 404, 409))
+    def rename(self, db: DB, dataset_id: DatasetId, data: JSONBody[RenameBody]) -> DatasetOut:
+        """Give the dataset a new name (`{"name": ...}`). 409 if another dataset has it."""
+        housekeeping.rename_dataset(db, dataset_id, data.name)
+        return convert.dataset(catalog.get_dataset(db, dataset_id))
+
+    @delete("/{dataset_id:int}", sync_to_thread=True, status_code=200, summary="Delete a dataset",
+            opt={"role": "admin"}, responses=error_responses(400, 401, 404))
+    def delete_dataset(self, db: DB, dataset_id: DatasetId) -> DatasetDeletedOut:
+        """Delete the dataset with its images (and bytes, labels, captions, boxes), every model's
+        vectors of them and its embedding queue rows, in one transaction; collections keep their
+        other items. Returns what was removed. Cannot be undone."""
+        d = housekeeping.delete_dataset(db, dataset_id)
+        return DatasetDeletedOut(dataset_id=d.dataset_id, name=d.name, images=d.images,
+                                 annotations=d.annotations, vectors=d.vectors, queue_rows=d.queue_rows,
+                                 collection_items=d.collection_items)

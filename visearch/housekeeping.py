@@ -1,0 +1,159 @@
+"""Housekeeping a person expects (SQL in ``sql/housekeeping/``): rename and delete a dataset,
+delete images, find an image by file name or external id, concept autocomplete.
+
+The HTTP API (``/v1/datasets/{id}`` PATCH/DELETE, ``/v1/images`` GET and ``/v1/images/delete``,
+``/v1/concepts``), the web console and the CLI (``visearch dataset rename|delete``, ``visearch
+image find|delete``) all call these functions.
+
+Deleting relies on the schema's cascades: a dataset's images, their bytes, labels, captions,
+boxes, every model's vectors and the embedding queue rows go with it (foreign keys ``ON DELETE
+CASCADE`` and the ``images_dequeue``/``annotations_dequeue`` triggers of revision 0001).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from visearch.db.database import Database
+from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
+from visearch.resources import read_sql
+
+
+@dataclass
+class DatasetDeletion:
+    """What deleting a dataset removed (counted in the same transaction, just before)."""
+
+    dataset_id: int
+    name: str
+    images: int
+    annotations: int
+    vectors: int  # image + object vectors, every model
+    queue_rows: int  # embedding queue rows, every model
+    collection_items: int  # items of (anyone's) collections that showed its images
+
+
+@dataclass
+class ImageMatch:
+    """An image found by :func:`find_images`."""
+
+    id: int
+    dataset_id: int
+    dataset: str
+    file_name: str | None
+    external_id: str | None
+    width: int  # pixels, as displayed
+    height: int
+    source_uri: str | None
+    created_at: datetime
+
+
+@dataclass
+class ConceptMatch:
+    """A concept for ``#tag`` autocomplete."""
+
+    id: int
+    name: str  # as stored, e.g. "traffic light"
+    tag: str  # what `#tag` matches, e.g. "traffic_light"
+    images: int  # images labelled with it (image_labels)
+    boxes: int  # annotations of it
+
+
+def rename_dataset(db: Database, dataset_id: int, name: str) -> str:
+    """Give dataset ``dataset_id`` a new name (searches, filters and collections refer to it by
+    id, so nothing else changes). Returns the new name.
+
+    Raises:
+        NotFoundError: unknown dataset. InvalidRequestError: empty name.
+        ConflictError: another dataset has that name.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequestError("a dataset needs a non-empty name")
+    with db.pooled() as conn:
+        if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
+            raise NotFoundError(f"unknown dataset id {dataset_id}")
+        clash = conn.execute("SELECT id FROM datasets WHERE name = %s AND id <> %s", (name, dataset_id)).fetchone()
+        if clash:
+            raise ConflictError(f"a dataset named {name!r} exists already (id {clash[0]})")
+        conn.execute("UPDATE datasets SET name = %s WHERE id = %s", (name, dataset_id))
+    return name
+
+
+def delete_dataset(db: Database, dataset_id: int) -> DatasetDeletion:
+    """Delete a dataset with everything in it: images and their bytes, labels, captions, boxes,
+    every model's vectors, its embedding queue rows; items of collections showing its images
+    drop out of them (the collections stay). One transaction.
+
+    Raises:
+        NotFoundError: unknown dataset.
+    """
+    with db.pooled() as conn:
+        row = conn.execute("SELECT name FROM datasets WHERE id = %s FOR UPDATE", (dataset_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"unknown dataset id {dataset_id}")
+        counts = conn.execute(read_sql("housekeeping/dataset_contents.sql"), {"dataset_id": dataset_id}).fetchone()
+        conn.execute("DELETE FROM datasets WHERE id = %s", (dataset_id,))
+    return DatasetDeletion(dataset_id, row[0], *(int(c) for c in counts))
+
+
+def delete_images(db: Database, image_ids: Sequence[int]) -> list[int]:
+    """Delete images by id, with their bytes, labels, captions, boxes, vectors and queue rows.
+    Returns the ids that existed and were deleted (unknown ids are ignored), ascending.
+
+    Raises:
+        InvalidRequestError: no ids.
+    """
+    ids = sorted({int(i) for i in image_ids})
+    if not ids:
+        raise InvalidRequestError("give at least one image id to delete")
+    with db.pooled() as conn:
+        return sorted(r[0] for r in conn.execute(read_sql("housekeeping/delete_images.sql"), {"image_ids": ids}))
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def find_images(
+    db: Database, term: str, *, prefix: bool = False, dataset_id: int | None = None, limit: int = 50
+) -> list[ImageMatch]:
+    """Images whose file name or external id (e.g. the COCO image id ``"9"``) equals ``term``,
+    or starts with it when ``prefix``; exact matches first. Every dataset unless ``dataset_id``.
+    Index scans on ``images_file_name_pattern`` / ``images_external_id_pattern`` (0010).
+
+    Raises:
+        InvalidRequestError: empty term, or limit outside [1, 1000].
+    """
+    term = (term or "").strip()
+    if not term:
+        raise InvalidRequestError("give a file name or an external id to look for")
+    if not 1 <= limit <= 1000:
+        raise InvalidRequestError(f"limit must be in [1, 1000], not {limit}")
+    with db.pooled() as conn:
+        rows = conn.execute(read_sql("housekeeping/find_images.sql"), {
+            "term": term, "pattern": _like_prefix(term), "prefix": prefix, "dataset_id": dataset_id,
+            "limit": limit,
+        }).fetchall()
+    return [ImageMatch(*r) for r in rows]
+
+
+def concepts_by_prefix(db: Database, prefix: str, *, limit: int = 20) -> list[ConceptMatch]:
+    """Concepts whose tag starts with ``prefix`` (a leading ``#`` or ``-#`` is ignored, the rest
+    is turned into a tag: ``"Traffic l"`` -> ``traffic_l``), most used first; ``""``: the most
+    used concepts.
+
+    Raises:
+        InvalidRequestError: limit outside [1, 200].
+    """
+    from visearch.search.query import concept_tag
+
+    if not 1 <= limit <= 200:
+        raise InvalidRequestError(f"limit must be in [1, 200], not {limit}")
+    text = (prefix or "").strip().lstrip("-").lstrip("#")
+    tag = concept_tag(text) if text else ""
+    with db.pooled() as conn:
+        rows = conn.execute(read_sql("housekeeping/concepts_by_prefix.sql"),
+                            {"pattern": _like_prefix(tag), "limit": limit}).fetchall()
+    return [ConceptMatch(*r) for r in rows]
