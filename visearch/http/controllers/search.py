@@ -135,10 +135,11 @@ class SearchController(Controller):
     @post(
         operation_class=_SearchOperation,
         status_code=200,
-        opt={"role": "read"},  # a POST that changes nothing (but the caller's own last search)
+        # a POST that changes nothing (but the caller's own last search); ranks on a read
+        # replica when there is one (visearch.db.routing)
+        opt={"role": "read"},
         summary="Search images or objects",
         responses=error_responses(400, 401, 404, 413, 415, 422),
-        opt={"role": "read"},  # ranks on a read replica when there is one (visearch.db.routing)
     )
     async def search(self, request: Request, db: DB, reads: Reads, settings: AppSettings) -> SearchResponse:
         """Rank images (or objects: annotation boxes) by cosine similarity to a query.
