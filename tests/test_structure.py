@@ -92,7 +92,10 @@ def _in(name: str, packages: str) -> bool:
 
 def test_layers_point_one_way():
     """CLI and HTTP -> services -> db -> SQL; the worker uses services, never the reverse."""
-    faces = "visearch.cli visearch.cli_context visearch.worker.cli visearch.http"
+    faces = (
+        "visearch.cli visearch.cli_context visearch.worker.cli visearch.http visearch.housekeeping_cli "
+        "visearch.integrations.cli"
+    )
     # db/ is the lowest visearch layer: it imports nothing above it
     upward = {m: hits for m, hits in _importers(
         "visearch.admin visearch.catalog visearch.status visearch.search visearch.collections "

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import click
 
-from visearch.cli import _Context, _fail, pass_ctx
+from visearch.cli_context import CliContext, fail, pass_ctx
 
 #: Where `visearch serve` listens by default; `image find` prints console links under it.
 DEFAULT_CONSOLE = "http://127.0.0.1:8000"
 
 
-def _dataset_id(obj: _Context, name: str) -> int:
+def _dataset_id(obj: CliContext, name: str) -> int:
     with obj.db.connect() as conn:
         row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
     if row is None:
@@ -23,7 +23,7 @@ def _dataset_id(obj: _Context, name: str) -> int:
 @click.argument("name")
 @click.argument("new_name")
 @pass_ctx
-def dataset_rename(obj: _Context, name, new_name):
+def dataset_rename(obj: CliContext, name, new_name):
     """Rename dataset NAME to NEW_NAME."""
     from visearch.errors import VisearchError
     from visearch.housekeeping import rename_dataset
@@ -31,7 +31,7 @@ def dataset_rename(obj: _Context, name, new_name):
     try:
         rename_dataset(obj.db, _dataset_id(obj, name), new_name)
     except VisearchError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"dataset {name!r} is now {new_name.strip()!r}")
 
 
@@ -39,7 +39,7 @@ def dataset_rename(obj: _Context, name, new_name):
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
-def dataset_delete(obj: _Context, name, yes):
+def dataset_delete(obj: CliContext, name, yes):
     """Delete dataset NAME with its images, boxes, labels, captions, vectors and queue rows."""
     from visearch.errors import VisearchError
     from visearch.housekeeping import delete_dataset
@@ -50,7 +50,7 @@ def dataset_delete(obj: _Context, name, yes):
     try:
         d = delete_dataset(obj.db, dataset_id)
     except VisearchError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"deleted dataset {d.name!r}: {d.images} images, {d.annotations} boxes, {d.vectors} vectors, "
                f"{d.queue_rows} queue rows, {d.collection_items} collection items")
 
@@ -67,7 +67,7 @@ def image():
 @click.option("--console", "console_url", default=DEFAULT_CONSOLE, show_default=True,
               help="Base URL of `visearch serve`, for the links printed.")
 @pass_ctx
-def image_find(obj: _Context, term, prefix, dataset, console_url):
+def image_find(obj: CliContext, term, prefix, dataset, console_url):
     """Find images whose file name or external id (e.g. the COCO image id) is TERM.
 
     Prints each image's id, dataset, file, the path of its file when it came from one, and a
@@ -83,7 +83,7 @@ def image_find(obj: _Context, term, prefix, dataset, console_url):
         found = find_images(obj.db, term, prefix=prefix,
                             dataset_id=_dataset_id(obj, dataset) if dataset else None)
     except VisearchError as exc:
-        _fail(exc)
+        fail(exc)
     if not found:
         raise click.ClickException(f"no image has the file name or external id {term!r}")
     base = console_url.rstrip("/")
@@ -102,7 +102,7 @@ def image_find(obj: _Context, term, prefix, dataset, console_url):
 @click.argument("image_ids", nargs=-1, type=int, required=True)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
-def image_delete(obj: _Context, image_ids, yes):
+def image_delete(obj: CliContext, image_ids, yes):
     """Delete images by id, with their boxes, labels, captions, vectors and queue rows."""
     from visearch.errors import VisearchError
     from visearch.housekeeping import delete_images
@@ -112,7 +112,7 @@ def image_delete(obj: _Context, image_ids, yes):
     try:
         deleted = delete_images(obj.db, image_ids)
     except VisearchError as exc:
-        _fail(exc)
+        fail(exc)
     missing = sorted(set(image_ids) - set(deleted))
     click.echo(f"deleted {len(deleted)} image(s)" + (f"; unknown ids: {missing}" if missing else ""))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from visearch.cli import _Context, _fail, pass_ctx
+from visearch.cli_context import CliContext, fail, pass_ctx
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def connect():
 @click.option("--resync", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds between full re-syncs while following (notifications do the live work).")
 @pass_ctx
-def connect_label_studio(obj: _Context, projects, all_projects, dataset, media_dirs, schema, media_root,
+def connect_label_studio(obj: CliContext, projects, all_projects, dataset, media_dirs, schema, media_root,
                          local_files_root, once, resync):
     """Label Studio on this database -> visearch: tasks become images, rectangle labels boxes
     (COCO pixels), labels concepts, choices image labels; edits and deletes follow live.
@@ -85,7 +85,7 @@ def connect_label_studio(obj: _Context, projects, all_projects, dataset, media_d
             if once:
                 click.echo(sync_project(obj.db, tool, project_id, obj.settings).summary())
     except VisearchError as exc:
-        _fail(exc)
+        fail(exc)
     if once:
         return
     stop = threading.Event()
@@ -117,7 +117,7 @@ def collections():
 @click.option("--token", help="Label Studio API token [env VISEARCH_LABEL_STUDIO_TOKEN].")
 @_ls_options
 @pass_ctx
-def collections_send(obj: _Context, collection, project_id, owner, url, token, schema, media_root,
+def collections_send(obj: CliContext, collection, project_id, owner, url, token, schema, media_root,
                      local_files_root):
     """Make each image of COLLECTION (an id or a saved collection's name) a task in a Label
     Studio project, with visearch's boxes as predictions; their annotations come back through
@@ -130,7 +130,7 @@ def collections_send(obj: _Context, collection, project_id, owner, url, token, s
         report, linked = send_collection(obj.db, tool, obj.settings, owner,
                                          find_collection(obj.db, owner, collection), project_id)
     except VisearchError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"{report.tasks_created} tasks created in Label Studio project {project_id} with "
                f"{report.predictions} predicted boxes ({report.boxes_left_out} boxes left out: concept not a "
                f"label of the project); " + ("linked: annotations come back" if linked else
