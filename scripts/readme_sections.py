@@ -93,7 +93,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "GET /v1/images": ("visearch/housekeeping.py", "sql/housekeeping/find_images.sql"),
     "POST /v1/images/delete": ("visearch/housekeeping.py", "sql/housekeeping/delete_images.sql"),
     "GET /v1/images/{image_id:int}/captions": ("visearch/housekeeping.py", ""),
-    "GET /v1/models": ("visearch/housekeeping.py", ""),
+    "GET /v1/models": ("visearch/admin.py (list_models)", "sql/admin/models.sql, sql/queue/queued.sql"),
 }
 
 # Folders outside the package, in the order shown, with what they hold.
