@@ -67,6 +67,7 @@ def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int) 
     from visearch.config import Settings
     from visearch.db.citus import distribute
     from visearch.db.database import open_database
+    from visearch.db.vectors import ensure_hnsw_index
     from visearch.search import SearchRequest, search
 
     db = open_database(Settings(database_url=url))
@@ -79,7 +80,7 @@ def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int) 
         out["load_rows_s"] = len(vectors) / (time.perf_counter() - t)
         t = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute("SELECT ensure_hnsw_index('image_embeddings', %s)", (model_id,))
+        ensure_hnsw_index(conn, "image", model_id)
         conn.commit()
         out["index_s"] = time.perf_counter() - t
     rng = random.Random(0)

@@ -84,12 +84,13 @@ def main() -> None:
     try:
         from visearch.config import Settings
         from visearch.db.database import open_database
+        from visearch.db.vectors import ensure_hnsw_index
 
         db = open_database(Settings(database_url=pair.primary.url))
         vectors = clustered_unit_vectors(args.vectors, 512)
         with db.connect() as conn:
             model_id = load_vectors(conn, vectors, model=MODEL)
-            conn.execute("SELECT ensure_hnsw_index('image_embeddings', %s)", (model_id,))
+            ensure_hnsw_index(conn, "image", model_id)
             conn.commit()
         db.close()
         pair.wait_replayed(timeout=300)

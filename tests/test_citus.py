@@ -17,6 +17,7 @@ from synthetic_vectors import ONE_PERCENT, TENTH_PERCENT, clustered_unit_vectors
 from visearch.config import Settings
 from visearch.db.citus import distribute
 from visearch.db.database import open_database
+from visearch.db.vectors import ensure_hnsw_index
 from visearch.search import SearchRequest, search
 from visearch.search.histogram import score_histogram
 
@@ -48,7 +49,7 @@ def citus_db(citus_url, vectors):
     placed = distribute(citus_url, shard_count=SHARDS)
     with db.connect() as conn:
         model_id = load_vectors(conn, vectors, model=MODEL)
-        conn.execute("SELECT ensure_hnsw_index('image_embeddings', %s)", (model_id,))
+        ensure_hnsw_index(conn, "image", model_id)
         conn.commit()
     db.placements = {p.table: p for p in placed}
     db.model_id = model_id

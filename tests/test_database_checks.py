@@ -16,8 +16,19 @@ def test_unreachable_server_is_named_with_a_fix():
     assert "secret" not in message  # passwords are redacted
 
 
-def test_the_bundled_server_passes_the_checks(database):
+def test_the_checks_read_the_servers_own_versions(database, monkeypatch):
+    """The bundled server passes, and the same server fails once the required versions are
+    above what it reports: the checks look at the server, they do not just connect."""
+    import visearch.db.database as database_module
+
     check_server(database.url)
+    monkeypatch.setattr(database_module, "MIN_PGVECTOR", (99, 0, 0))
+    with pytest.raises(DatabaseSetupError, match=r"pgvector \S+ .* is too old"):
+        check_server(database.url)
+    monkeypatch.undo()
+    monkeypatch.setattr(database_module, "MIN_SERVER_VERSION", 990000)
+    with pytest.raises(DatabaseSetupError, match="PostgreSQL .* is too old"):
+        check_server(database.url)
 
 
 def test_pgvector_versions_compare_numerically():

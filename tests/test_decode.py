@@ -203,7 +203,19 @@ def test_bomb_refused_by_probe_too_and_no_global_state_leaks():
         warnings.simplefilter("error")
         assert _error(_bomb_png(10000, 10000)).kind == "too_large"
     assert Image.MAX_IMAGE_PIXELS == before_limit and warnings.filters == before_filters
-    assert DEFAULT_MAX_PIXELS == 89_478_485
+
+
+def test_the_default_limit_is_exactly_where_decoding_stops_and_the_settings_use_it():
+    """Without a max_pixels argument an image of DEFAULT_MAX_PIXELS pixels is accepted and one
+    pixel more is refused; the settings (ingest, upload, embedding) default to the same number."""
+    from visearch.config import Settings
+
+    assert DEFAULT_MAX_PIXELS == 5 * 17_895_697 == 2 * 44_739_243 - 1
+    assert probe_image(_bomb_png(17_895_697, 5)).width == 17_895_697  # exactly the limit: accepted
+    with pytest.raises(ImageDecodeError) as info:
+        probe_image(_bomb_png(44_739_243, 2))  # one pixel over
+    assert info.value.kind == "too_large"
+    assert Settings().max_image_pixels == DEFAULT_MAX_PIXELS
 
 
 def test_custom_max_pixels(photo):

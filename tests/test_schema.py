@@ -9,6 +9,8 @@ import pytest
 
 from visearch.db import migrate
 
+from test_migrations import scratch_url  # noqa: F401 (fixture)
+
 
 def _dataset(conn, name="d") -> int:
     return conn.execute("INSERT INTO datasets (name) VALUES (%s) RETURNING id", (name,)).fetchone()[0]
@@ -30,8 +32,18 @@ def _box(conn, image_id, x, y, w, h):
     ).fetchone()[0]
 
 
-def test_schema_is_at_head_and_pgvector_is_recent(db):
-    assert migrate.current_revision(db.url) == migrate.head_revision()
+def test_opening_a_database_behind_the_head_migrates_it(scratch_url, settings):
+    """open_database brings an older schema to the head (the session's database is always at
+    head already, so checking it would prove nothing)."""
+    from visearch.db.database import open_database
+
+    assert migrate.upgrade(scratch_url, "0001") == "0001"
+    opened = open_database(settings.model_copy(update={"database_url": scratch_url}))
+    assert migrate.current_revision(opened.url) == migrate.head_revision() != "0001"
+    opened.close()
+
+
+def test_pgvector_is_recent(db):
     with db.connect() as conn:
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     assert tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)

@@ -74,49 +74,43 @@ def _imports(path: Path) -> set[str]:
     return {m for m in found if m == "visearch" or m.startswith("visearch.")}
 
 
-def _importers(prefix: str) -> dict[str, set[str]]:
-    """module -> the visearch modules it imports that start with one of ``prefix``'s names."""
-    prefixes = tuple(prefix.split())
-    out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        hits = {m for m in _imports(path) if any(m == p or m.startswith(p + ".") for p in prefixes)}
-        if hits:
-            out[name] = hits
-    return out
-
-
 def _in(name: str, packages: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in packages.split())
 
 
+def _is_face(name: str) -> bool:
+    """A command-line module (``visearch.cli``, ``visearch.cli_context``, any ``*.cli`` or
+    ``*_cli`` module) or the HTTP layer."""
+    last = name.rsplit(".", 1)[-1]
+    return last in ("cli", "cli_context") or last.endswith("_cli") or _in(name, "visearch.http")
+
+
 def test_layers_point_one_way():
     """CLI and HTTP -> services -> db -> SQL; the worker uses services, never the reverse."""
-    faces = (
-        "visearch.cli visearch.cli_context visearch.worker.cli visearch.http visearch.housekeeping_cli "
-        "visearch.integrations.cli"
-    )
-    # db/ is the lowest visearch layer: it imports nothing above it
-    upward = {m: hits for m, hits in _importers(
-        "visearch.admin visearch.catalog visearch.status visearch.search visearch.collections "
-        "visearch.ingest visearch.embed visearch.worker visearch.http visearch.cli visearch.demo").items()
-        if _in(m, "visearch.db")}
-    assert not upward, upward
+    imports = {".".join(p.relative_to(ROOT).with_suffix("").parts): _imports(p) for p in PACKAGE.rglob("*.py")}
+    imports = {(m[: -len(".__init__")] if m.endswith(".__init__") else m): hits for m, hits in imports.items()}
+    services = ("visearch.admin visearch.catalog visearch.status visearch.search visearch.collections "
+                "visearch.ingest visearch.embed visearch.worker visearch.demo visearch.housekeeping "
+                "visearch.integrations visearch.media")
+    # db/ is the lowest visearch layer: it imports no service and no face (its own CLI module aside)
+    upward = {m: {h for h in hits if _in(h, services) or _is_face(h)}
+              for m, hits in imports.items() if _in(m, "visearch.db") and not _is_face(m)}
+    assert not {m: h for m, h in upward.items() if h}, upward
     # only the command line and the HTTP app import the command line and the HTTP app
-    into_faces = {m: hits for m, hits in _importers(faces).items()
-                  if not _in(m, faces + " visearch.__main__ visearch.demo")}
-    assert not into_faces, into_faces
+    into_faces = {m: {h for h in hits if _is_face(h)} for m, hits in imports.items()
+                  if not _is_face(m) and m not in ("visearch.__main__", "visearch.demo")}
+    assert not {m: h for m, h in into_faces.items() if h}, into_faces
     # services never import the worker process (worker.serving is the search layer's, and moves
     # there with issue 9's search path; it is the one exception)
-    into_worker = {m: {h for h in hits if not _in(h, "visearch.worker.serving")}
-                   for m, hits in _importers("visearch.worker").items() if not _in(m, "visearch.worker " + faces)}
-    into_worker = {m: hits for m, hits in into_worker.items() if hits}
-    assert not into_worker, into_worker
+    into_worker = {m: {h for h in hits if _in(h, "visearch.worker") and not _in(h, "visearch.worker.serving")}
+                   for m, hits in imports.items() if not _in(m, "visearch.worker") and not _is_face(m)}
+    assert not {m: h for m, h in into_worker.items() if h}, into_worker
     # embedding status is a service of its own: it does not go through search
-    assert not _importers("visearch.search").get("visearch.status"), "status imports search"
-    # one command module never imports another (they share visearch.cli_context)
-    for name in ("visearch.worker.cli", "visearch.http.cli"):
-        assert "visearch.cli" not in _imports(PACKAGE.parent.joinpath(*name.split(".")).with_suffix(".py"))
+    assert not {h for h in imports["visearch.status"] if _in(h, "visearch.search")}, "status imports search"
+    # one command module never imports another: they share visearch.cli_context
+    cli_cycles = {m: hits for m, hits in imports.items()
+                  if _is_face(m) and m != "visearch.cli" and "visearch.cli" in hits}
+    assert not cli_cycles, f"import from visearch.cli_context instead: {cli_cycles}"
 
 
 def test_queries_that_need_no_model_import_no_torch(db):

@@ -183,19 +183,42 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(db, workers, write
     with db.connect() as conn:
         ds = add_dataset(conn, "kill")
         ids = [add_image(conn, ds, p) for p in coco_files(n, start=60)]
+        # A gate: once 2 vectors are committed, the next vector write waits for an advisory lock
+        # this test holds, inside the worker's batch transaction (queue rows deleted, more items
+        # claimed). The worker is killed there: mid-batch by construction, not by timing.
+        conn.execute("""
+            CREATE FUNCTION test_gate_vector_write() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF (SELECT count(*) FROM test_vector_writes) >= 2 THEN
+                    PERFORM pg_advisory_xact_lock_shared(7777);
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_gate_image_vector BEFORE INSERT ON image_embeddings
+                FOR EACH ROW EXECUTE FUNCTION test_gate_vector_write();
+        """)
         conn.commit()
-    first = workers("worker-killed", "--lease", "3", "--batch-size", "2", "--claim-size", "6",
-                    "--decode-workers", "0", "--interval", "1")
-    victim = first.wait_ready(db)
-    with db.connect(autocommit=True) as conn:
-        # mid-batch: some vectors written, and more items claimed by it
-        wait_for(lambda: count(conn, "SELECT count(*) FROM image_embeddings") >= 2
-                 and count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by = %s", victim) > 0,
-                 60, f"the first worker to be mid-way\n{first.output}", poll=0.02)
-        first.kill()
-        orphaned = count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by = %s", victim)
-        done_before = count(conn, "SELECT count(*) FROM image_embeddings")
-    assert orphaned > 0 and done_before < n
+    gate = db.connect(autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(7777)")
+    try:
+        first = workers("worker-killed", "--lease", "3", "--batch-size", "2", "--claim-size", "6",
+                        "--decode-workers", "0", "--interval", "1")
+        victim = first.wait_ready(db)
+        with db.connect(autocommit=True) as conn:
+            blocked = wait_for(lambda: conn.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 7777 AND NOT granted"
+            ).fetchone(), 120, f"the first worker to reach its second batch\n{first.output}")
+            first.kill()
+            conn.execute("SELECT pg_terminate_backend(%s)", blocked)  # its server side, at once
+            orphaned = count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by = %s", victim)
+            done_before = count(conn, "SELECT count(*) FROM image_embeddings")
+    finally:
+        gate.close()  # opens the gate
+        with db.connect() as conn:
+            conn.execute("DROP TRIGGER test_gate_image_vector ON image_embeddings;"
+                         " DROP FUNCTION test_gate_vector_write;")
+            conn.commit()
+    assert done_before == 2 and orphaned > 0  # one batch written, more items claimed and lost
 
     second = workers("worker-fresh", "--lease", "3", "--batch-size", "2", "--interval", "1")
     second.wait_ready(db)
@@ -309,4 +332,13 @@ def test_worker_embeds_a_new_model_in_time_slices_and_searches_switch_when_it_co
     assert passes_to_drain > 2  # the slices ran out and passes went round again
     result = search(db, SearchRequest(image_ids=[ids[0]]))
     assert result.model == row.name and result.coverage is None
-    assert search(db, SearchRequest(image_ids=[ids[0]], model="efficientnet-lite0")).coverage is None
+    # a search naming the old model still answers from the old model's own vectors
+    named = search(db, SearchRequest(image_ids=[ids[0]], model="efficientnet-lite0", limit=2))
+    assert named.model == "efficientnet-lite0" and named.coverage is None
+    with db.connect() as conn:
+        expected = conn.execute(
+            "SELECT 1 - (a.embedding <=> b.embedding) FROM image_embeddings a, image_embeddings b"
+            " JOIN embedding_models m ON m.id = b.model_id"
+            " WHERE m.name = 'efficientnet-lite0' AND a.model_id = b.model_id AND a.image_id = %s"
+            " AND b.image_id = %s", (ids[0], named.hits[1].image_id)).fetchone()[0]
+    assert abs(named.hits[1].score - expected) < 1e-4

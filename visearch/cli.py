@@ -158,6 +158,7 @@ def embed(obj: _Context, datasets, batch_size, num_workers, bulk):
         click.echo("no active model: `visearch model activate NAME` or `visearch --model SPEC embed`")
     for model in models:
         report = embed_pending(obj.db, model, dataset_ids=dataset_ids, bulk=bulk,
+                               max_pixels=obj.settings.max_image_pixels,
                                batch_size=batch_size or obj.settings.batch_size, num_workers=num_workers)
         click.echo(report.summary())
 

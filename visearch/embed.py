@@ -40,6 +40,7 @@ from visearch.db.vectors import (
     write_vectors,
 )
 from visearch.embedding import CropSpec, EmbeddingModel
+from visearch.embedding.decode import DEFAULT_MAX_PIXELS
 from visearch.embedding.pipeline import EmbedItem, iter_embedded_batches
 from visearch.ingest.files import path_from_source_uri
 from visearch.resources import read_sql
@@ -210,6 +211,7 @@ def embed_pending(
     claim_size: int = 1024,
     num_workers: int | None = None,
     crop: CropSpec = CropSpec(),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     worker_id: str | None = None,
     lease_seconds: float = 600.0,
     max_attempts: int = 3,
@@ -230,6 +232,8 @@ def embed_pending(
         claim_size: items claimed per round; a round's items are decoded while the model runs.
         num_workers: DataLoader decode processes (``None``: the pipeline's default).
         crop: how boxes become crops (context margin, squaring); the same rule serves queries.
+        max_pixels: the decode limit; pass ``Settings.max_image_pixels``, the limit ingest and
+            uploads use, so an image that was accepted is never refused here.
         lease_seconds: how long a claim is held before another worker may take it over.
         max_attempts: failures before an item is marked failed (with its last reason).
         bulk: drop the model's HNSW index of each item kind with a backlog bigger than the
@@ -278,7 +282,7 @@ def embed_pending(
                     break
                 _embed_claims(
                     conn, model, row, worker, claims, report, batch_size=batch_size,
-                    num_workers=num_workers, crop=crop, max_attempts=max_attempts,
+                    num_workers=num_workers, crop=crop, max_pixels=max_pixels, max_attempts=max_attempts,
                     backoff_seconds=backoff_seconds, bar=bar, stop=stop, on_batch=on_batch,
                 )
         finally:
@@ -330,7 +334,7 @@ def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int]) ->
 
 def _embed_claims(
     conn, model, row: ModelRow, worker: str, claims: list[queue.Claim], report: EmbedReport, *,
-    batch_size, num_workers, crop, max_attempts, backoff_seconds, bar, stop, on_batch,
+    batch_size, num_workers, crop, max_pixels, max_attempts, backoff_seconds, bar, stop, on_batch,
 ) -> None:
     by_key = {(c.item_kind, c.item_id): c for c in claims}
     items, vanished = _load_items(conn, claims)
@@ -339,7 +343,7 @@ def _embed_claims(
             queue.complete(conn, model_id=row.id, worker=worker, claims=vanished)
         bar.update(len(vanished))
     for batch in iter_embedded_batches(
-        items, model, batch_size=batch_size, num_workers=num_workers, crop=crop
+        items, model, batch_size=batch_size, num_workers=num_workers, crop=crop, max_pixels=max_pixels
     ):
         t0 = time.perf_counter()
         with conn.transaction():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.rows import class_row
 
 from visearch.errors import NotFoundError
 
@@ -31,12 +32,13 @@ def register_model(
         ModelMismatchError: ``name`` exists with a different ``dim``/``embeds_text`` (its
             vectors would be incomparable; register the new weights under a new name).
     """
-    row = conn.execute(
-        "INSERT INTO embedding_models (name, dim, embeds_text, is_active)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING"
-        " RETURNING id, name, dim, embeds_text, is_active",
-        (name, dim, embeds_text, active),
-    ).fetchone()
+    with conn.cursor(row_factory=class_row(ModelRow)) as cur:
+        row = cur.execute(
+            "INSERT INTO embedding_models (name, dim, embeds_text, is_active)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING"
+            " RETURNING id, name, dim, embeds_text, is_active",
+            (name, dim, embeds_text, active),
+        ).fetchone()
     if row is None:
         existing = get_model(conn, name)
         if (existing.dim, existing.embeds_text) != (dim, embeds_text):
@@ -49,7 +51,7 @@ def register_model(
             conn.execute("UPDATE embedding_models SET is_active = true WHERE id = %s", (existing.id,))
             existing = get_model(conn, name)
         return existing
-    return ModelRow(*row)
+    return row
 
 
 def get_model(conn: psycopg.Connection, name: str) -> ModelRow:
@@ -75,18 +77,11 @@ def get_model(conn: psycopg.Connection, name: str) -> ModelRow:
             f"no vectors for model {name!r} yet: run `visearch --model {name} embed`"
             + (f" (models with vectors: {', '.join(known)})" if known else "")
         )
-    return ModelRow(*row)
+    return row
 
 
-def _model_row(conn: psycopg.Connection, name: str):
-    return conn.execute(
-        "SELECT id, name, dim, embeds_text, is_active FROM embedding_models WHERE name = %s",
-        (name,),
-    ).fetchone()
-
-
-def list_models(conn: psycopg.Connection) -> list[ModelRow]:
-    rows = conn.execute(
-        "SELECT id, name, dim, embeds_text, is_active FROM embedding_models ORDER BY id"
-    ).fetchall()
-    return [ModelRow(*r) for r in rows]
+def _model_row(conn: psycopg.Connection, name: str) -> ModelRow | None:
+    with conn.cursor(row_factory=class_row(ModelRow)) as cur:
+        return cur.execute(
+            "SELECT id, name, dim, embeds_text, is_active FROM embedding_models WHERE name = %s", (name,)
+        ).fetchone()

@@ -137,15 +137,20 @@ def build_hnsw_index(
         dim = conn.execute("SELECT dim FROM embedding_models WHERE id = %s", (model_id,)).fetchone()[0]
         params = hnsw_build_params(dim)
         workers = parallel_workers if parallel_workers is not None else min(7, max(0, (os.cpu_count() or 1) - 1))
-        conn.execute(sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(int(workers))))
         ddl = sql.SQL(read_sql("vectors/create_hnsw_index.sql")).format(
             concurrently=sql.SQL("CONCURRENTLY") if concurrent else sql.SQL(""),
             index=sql.Identifier(name), table=sql.Identifier(vector_table(item_kind)),
             dim=sql.Literal(int(dim)), m=sql.Literal(int(params["m"])),
             ef_construction=sql.Literal(int(params["ef_construction"])), model_id=sql.Literal(int(model_id)),
         )
-        conn.execute(ddl)
-        conn.execute("RESET max_parallel_maintenance_workers")
+        # for this build only: SET LOCAL inside a transaction, SET + RESET around it otherwise
+        conn.execute(sql.SQL("SET {} max_parallel_maintenance_workers = {}").format(
+            sql.SQL("SESSION") if concurrent else sql.SQL("LOCAL"), sql.Literal(int(workers))))
+        try:
+            conn.execute(ddl)
+        finally:
+            if concurrent:
+                conn.execute("RESET max_parallel_maintenance_workers")
         return True
     finally:
         if concurrent:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Pillow's own default ``Image.MAX_IMAGE_PIXELS`` (about 89.5 megapixels).
-DEFAULT_MAX_PIXELS = 89_478_485
+from visearch.config import DEFAULT_MAX_PIXELS  # noqa: F401  (Pillow's bomb limit; defined once there)
+
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # rotate by 90/270 degrees: width and height swap
 _WHITE = (255, 255, 255, 255)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .base import EmbeddingModel
 from .crops import CropSpec, InvalidBoxError, crop_box
-from .decode import ImageDecodeError, decode_image
+from .decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,12 @@ def default_num_workers() -> int:
 class _ItemDataset(Dataset):
     """Map-style dataset: item index -> ``(key, tensor | None, failure reason | None)``."""
 
-    def __init__(self, items: Sequence[EmbedItem], preprocess: Callable[[Image.Image], torch.Tensor], crop: CropSpec):
+    def __init__(self, items: Sequence[EmbedItem], preprocess: Callable[[Image.Image], torch.Tensor], crop: CropSpec,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.items = items
         self.preprocess = preprocess
         self.crop = crop
+        self.max_pixels = max_pixels
         self._last: tuple[Any, Image.Image] | None = None  # per-process cache of the last decoded image
 
     def __len__(self) -> int:
@@ -98,7 +100,7 @@ class _ItemDataset(Dataset):
         if self._last is not None and self._last[0] == source:
             return self._last[1]
         data = Path(item.path).read_bytes() if item.path is not None else item.data
-        image = decode_image(data)
+        image = decode_image(data, max_pixels=self.max_pixels)
         self._last = (source, image)
         return image
 
@@ -173,6 +175,7 @@ def iter_embedded_batches(
     batch_size: int = 64,
     num_workers: int | None = None,
     crop: CropSpec = CropSpec(),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[EmbeddedBatch]:
     """Embed many items, overlapping decoding/preprocessing with inference.
 
@@ -183,6 +186,8 @@ def iter_embedded_batches(
         num_workers: decode worker processes; ``None`` -> :func:`default_num_workers`; ``0``
             decodes in the calling process (no overlap, no subprocesses).
         crop: framing for items with a ``bbox_xywh`` (same rule as query crops).
+        max_pixels: images with more pixels fail (``too_large``); pass the limit ingest used
+            (``Settings.max_image_pixels``) so that what was ingested can be embedded.
 
     Yields:
         One :class:`EmbeddedBatch` per ``batch_size`` items (the last may be shorter). Every item
@@ -201,7 +206,7 @@ def iter_embedded_batches(
     if not items:
         return
     loader = DataLoader(
-        _ItemDataset(items, model.preprocessor, crop),
+        _ItemDataset(items, model.preprocessor, crop, max_pixels),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

@@ -121,6 +121,7 @@ class EmbedJobs:
                     report = embed_pending(
                         self.db, model, dataset_ids=self._current, batch_size=self.settings.batch_size,
                         num_workers=0, progress=False, stop=self._stop,
+                        max_pixels=self.settings.max_image_pixels,
                     )
                     summaries.append(report.summary())
                     self._state.embedded_total += report.total_embedded

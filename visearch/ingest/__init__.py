@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from visearch.config import Settings
+from visearch.config import DEFAULT_MAX_PIXELS
 from visearch.db.database import Database
 from visearch.ingest.coco import ingest_coco
 from visearch.ingest.files import LoadedFile, display_name, list_files, path_from_source_uri, source_uri
@@ -39,7 +39,6 @@ __all__ = [
 #: Labels made by ``labels_from_folders`` carry this ``image_labels.source``.
 FOLDER_LABEL_SOURCE = "folder"
 
-_DEFAULT_MAX_PIXELS = Settings.model_fields["max_image_pixels"].default
 
 
 def ingest_folder(
@@ -49,7 +48,7 @@ def ingest_folder(
     *,
     store_bytes: bool = True,
     labels_from_folders: bool = False,
-    max_pixels: int = _DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     workers: int = 4,
 ) -> IngestReport:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from visearch.config import Settings
+from visearch.config import DEFAULT_MAX_PIXELS
 from visearch.db.database import Database
 from visearch.ingest.files import LoadedFile, source_uri
 from visearch.media import record_media_root
@@ -35,7 +35,6 @@ _IMAGE_COLUMNS = ("id", "file_name", "width", "height")
 # goes to annotations.metadata so nothing of the source is lost.
 _ANNOTATION_COLUMNS = ("id", "image_id", "category_id", "bbox", "iscrowd")
 
-_DEFAULT_MAX_PIXELS = Settings.model_fields["max_image_pixels"].default
 
 
 def load_coco(path: Path, *, kind: str) -> COCO:
@@ -95,7 +94,7 @@ def ingest_coco(
     captions_json: Path | None = None,
     *,
     store_bytes: bool = True,
-    max_pixels: int = _DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     workers: int = 4,
 ) -> IngestReport:
@@ -211,7 +210,7 @@ def ingest_coco(
                     if ref is None:
                         skipped.append(Skipped(uri, f"image_skipped: its image {rec['file_name']} was not ingested"))
                         continue
-                    problem = bbox_problem(ann.get("bbox"), ref.width, ref.height)
+                    problem = bbox_problem(ann.get("bbox"))
                     if problem is None and ann.get("category_id") not in category_concept:
                         problem = f"unknown_category: category id {ann.get('category_id')} is not in 'categories'"
                     if problem is not None:

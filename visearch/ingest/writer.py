@@ -9,7 +9,6 @@ reads, hashes and decodes the files (see :mod:`visearch.ingest.files`).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,6 @@ T = TypeVar("T")
 BATCH_IMAGES = 200
 #: Flush a batch early once its files reach this many bytes (large photos).
 BATCH_BYTES = 64 * 1024 * 1024
-#: Tolerance of the database's box-inside-image trigger (0001_core.sql), mirrored here.
-BBOX_TOLERANCE_PX = 0.01
 
 
 def ensure_dataset(conn: psycopg.Connection, name: str) -> int:
@@ -209,25 +206,18 @@ class NewAnnotation:
     uri: str  # for the report if the database rejects it
 
 
-def bbox_problem(bbox: Any, width: int, height: int) -> str | None:
-    """Why the database would reject this box on an image of ``width`` x ``height``, or None.
+def bbox_problem(bbox: Any) -> str | None:
+    """Why ``bbox`` (as read from JSON) is not ``[x, y, width, height]`` numbers, or None.
 
-    Mirrors the checks of 0001_core.sql (finite, positive area, origin >= 0, inside the image
-    with 0.01 px tolerance) so bad boxes are caught without a failed statement per box.
+    Only the shape: whether a box is valid on its image (finite, positive area, origin >= 0,
+    inside the image with 0.01 px tolerance) is decided once, by the database's constraints on
+    ``annotations`` (0001_core.sql); :func:`insert_annotations` reports a refused box with the
+    database's reason and keeps the rest.
     """
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return f"bad_box: bbox must be [x, y, width, height], got {bbox!r}"
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
         return f"bad_box: bbox values must be numbers, got {bbox!r}"
-    x, y, w, h = (float(v) for v in bbox)
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        return f"bad_box: bbox {list(bbox)} is not finite"
-    if w <= 0 or h <= 0:
-        return f"bad_box: bbox {list(bbox)} has no area"
-    if x < 0 or y < 0:
-        return f"bad_box: bbox {list(bbox)} starts outside the image"
-    if x + w > width + BBOX_TOLERANCE_PX or y + h > height + BBOX_TOLERANCE_PX:
-        return f"bad_box: bbox {list(bbox)} reaches outside the {width}x{height} image"
     return None
 
 

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from visearch.errors import InvalidRequestError, NotFoundError
-from visearch.search.query import concept_tag, parse_query
+from visearch.search.query import parse_query
 
 
 def resolve_dataset_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[int] | None:
@@ -39,14 +39,19 @@ def resolve_dataset_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[
 
 
 def resolve_concept_ids(conn: psycopg.Connection, terms: Sequence[str]) -> list[int]:
-    """Concept ids for ``#tag`` terms (with or without the ``#``, any case).
+    """Concept ids for ``#tag`` terms (with or without the ``#``, any case), each once, in order.
+
+    A term's tag is computed by the database's ``concept_tag()`` (0001_core.sql), the rule that
+    made the stored tags (a copy in Python differed: a leading tab, non-breaking spaces, "İ").
 
     Raises:
         NotFoundError: a tag matches no concept; the message suggests close ones.
     """
-    tags = [concept_tag(t.lstrip("#")) for t in terms]
-    if not tags:
+    if not terms:
         return []
+    tags = list(dict.fromkeys(r[0] for r in conn.execute(
+        "SELECT concept_tag(t) FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
+        ([t.lstrip("#") for t in terms],))))
     rows = conn.execute("SELECT tag, id FROM concepts WHERE tag = ANY(%s)", (tags,)).fetchall()
     found = dict(rows)
     missing = [t for t in tags if t not in found]

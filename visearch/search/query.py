@@ -8,16 +8,11 @@ from dataclasses import dataclass
 _CONCEPT_TERM = re.compile(r"(?<!\S)#([^\s#]+)")
 
 
-def concept_tag(name: str) -> str:
-    """The searchable tag of a concept name, as the database computes it (``concept_tag()``):
-    lower case, runs of spaces and ``#`` become ``_``: ``"Traffic light"`` -> ``traffic_light``."""
-    return re.sub(r"[\s#]+", "_", name.strip()).lower()
-
-
 @dataclass(frozen=True)
 class ParsedQuery:
     text: str | None  # what remains once the #terms are taken out; None when nothing does
-    concepts: tuple[str, ...]  # tags, in order of appearance, without '#', deduplicated
+    concepts: tuple[str, ...]  # terms as typed, without '#', in order, deduplicated; the database's
+    # concept_tag() turns them into tags (visearch.search.filters.resolve_concept_ids)
 
 
 def parse_query(query: str) -> ParsedQuery:
@@ -28,6 +23,6 @@ def parse_query(query: str) -> ParsedQuery:
     >>> parse_query("#traffic_light")
     ParsedQuery(text=None, concepts=('traffic_light',))
     """
-    tags = tuple(dict.fromkeys(concept_tag(t) for t in _CONCEPT_TERM.findall(query)))
+    terms = tuple(dict.fromkeys(_CONCEPT_TERM.findall(query)))
     text = " ".join(_CONCEPT_TERM.sub(" ", query).split())
-    return ParsedQuery(text=text or None, concepts=tags)
+    return ParsedQuery(text=text or None, concepts=terms)

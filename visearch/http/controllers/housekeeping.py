@@ -159,10 +159,10 @@ class ModelController(Controller):
     def models(self, db: DB) -> list[ModelOut]:
         """Registered models (as `visearch model list`): vectors, queue, and which one a search
         uses when it names none (`serving`)."""
-        from visearch.worker.control import list_models
+        from visearch.admin import list_models
 
         return [ModelOut(name=m.name, dim=m.dim, embeds_text=m.embeds_text, is_active=m.is_active,
-                         image_vectors=m.image_vectors, object_vectors=m.object_vectors, stale=m.stale,
+                         image_vectors=m.image_vectors, object_vectors=m.object_vectors, stale=m.queued,
                          failed=m.failed, serving=m.serving) for m in list_models(db)]
 
 
