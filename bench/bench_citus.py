@@ -130,17 +130,21 @@ def main() -> None:
                     url, vectors, distributed=True, shards=args.shards, queries=args.queries)
             finally:
                 drop_database(args.citus, url)
-        print(setup, "done", flush=True)
+        print_table(results, args, final=False)  # each setup as it finishes: a run takes long
+    print_table(results, args, final=True)
 
-    print(f"\n{args.vectors:,} x 512-d clustered unit vectors, {args.queries} queries per row, "
-          f"{args.shards} shards on Citus, every node on this machine ({os.cpu_count()} cores)")
+
+def print_table(results: dict, args, *, final: bool) -> None:
+    if final:
+        print(f"\n{args.vectors:,} x 512-d clustered unit vectors, {args.queries} queries per row, "
+              f"{args.shards} shards on Citus, every node on this machine ({os.cpu_count()} cores)")
     print(f"{'setup':18} {'load rows/s':>11} {'index s':>8} | {'filter':>6} {'served by':>10} {'p50 ms':>7} "
-          f"{'p95 ms':>7} {'HNSW recall@10':>14}")
+          f"{'p95 ms':>7} {'HNSW recall@10':>14}", flush=True)
     for name, r in results.items():
         for i, label in enumerate(("all", "1%", "0.1%")):
             head = f"{name:18} {r['load_rows_s']:11,.0f} {r['index_s']:8.1f}" if i == 0 else " " * 39
             s = r[label]
-            print(f"{head} | {label:>6} {s['mode']:>10} {s['p50']:7.1f} {s['p95']:7.1f} {s['recall']:14.3f}")
+            print(f"{head} | {label:>6} {s['mode']:>10} {s['p50']:7.1f} {s['p95']:7.1f} {s['recall']:14.3f}", flush=True)
 
 
 if __name__ == "__main__":
