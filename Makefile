@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python bench/bench_search.py
 	$(BIN)/python bench/bench_worker.py
 	$(BIN)/python bench/bench_http.py
+	$(BIN)/python bench/bench_curation.py
 
 clean:
 	rm -rf $(VENV)

@@ -204,6 +204,10 @@ def embed_pending(
                     not hnsw_index_exists(conn, kind, row.id) and _has_vectors(conn, kind, row.id)
                 ):
                     ensure_hnsw_index(conn, kind, row.id)
+            # near-duplicate edges of the vectors just written (HNSW k-NN of each new item only)
+            from visearch.curation.duplicates import refresh_neighbours
+
+            refresh_neighbours(conn, row.id)
     report.seconds = time.perf_counter() - started
     report.remaining = sum(backlog(db, row.id, dataset_ids).values())
     return report

@@ -43,6 +43,7 @@ def search_to_collection(
     depth: int | None = None,
     histogram_bins: int = 20,
     query: dict[str, Any] | None = None,
+    refinement=None,
 ) -> KeptSearch:
     """Search, keep the ranking as ``owner``'s temporary collection, return its first page.
 
@@ -52,6 +53,7 @@ def search_to_collection(
         depth: ranked items kept (>= limit); default max(limit, DEFAULT_DEPTH), at most MAX_DEPTH.
         histogram_bins: 0 for no histogram.
         query: the request's parameters as JSON, stored with the collection.
+        refinement: a :class:`visearch.curation.Refinement` (MMR, query expansion, feedback).
 
     Raises:
         InvalidRequestError, NotFoundError, NotEmbeddedError: as :func:`visearch.search.search`;
@@ -61,7 +63,12 @@ def search_to_collection(
         depth = min(MAX_DEPTH, max(limit, DEFAULT_DEPTH))
     if depth < limit:
         raise InvalidRequestError(f"depth ({depth}) must be at least limit ({limit})")
-    result = search(db, dataclasses.replace(req, limit=depth, offset=0), settings)
+    if refinement is not None and refinement.active:
+        from visearch.curation.refine import refined_search
+
+        result = refined_search(db, dataclasses.replace(req, limit=depth, offset=0), refinement, settings)
+    else:
+        result = search(db, dataclasses.replace(req, limit=depth, offset=0), settings)
     histogram = None
     vector = getattr(result, "query_vector", None)
     if histogram_bins and vector is not None:

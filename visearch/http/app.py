@@ -20,6 +20,7 @@ from visearch.config import Settings, get_settings
 from visearch.db.database import Database
 from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys
 from visearch.http.controllers.collections import CollectionController
+from visearch.http.controllers.curation import CurationController
 from visearch.http.controllers.datasets import DatasetController
 from visearch.http.controllers.images import AnnotationController, ImageController
 from visearch.http.controllers.search import SearchController
@@ -99,7 +100,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             SearchController, CollectionController, DatasetController, ImageController,
-            AnnotationController, health,
+            AnnotationController, CurationController, health,
         ],
         dependencies={
             "db": Provide(_provide_db, sync_to_thread=False),
