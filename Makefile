@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/bench_worker.py
 	$(BIN)/python bench/bench_http.py
 	$(BIN)/python bench/bench_console.py
+	$(BIN)/python bench/bench_curation.py
 
 # Label Studio in its own virtualenv (.venv-label-studio), pinned in integrations/label-studio-requirements.txt;
 # rebuilt only when that file changes. The tests build it on first use too.

@@ -189,9 +189,14 @@ def _parse_box(value: str | None):
 @click.option("--max-score", type=float, help="Keep hits with cosine similarity <= this.")
 @click.option("--exact/--approximate", default=None, help="Force exact or HNSW search (default: chosen per query).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--mmr", "diversity", type=click.FloatRange(0, 1), default=0.0,
+              help="MMR diversity in [0, 1] (0: plain ranking).")
+@click.option("--expand", type=click.IntRange(0, 100), default=0, help="Average query expansion with the top K hits.")
+@click.option("--positive", "positive_ids", type=int, multiple=True, help="More like this item (Rocchio feedback).")
+@click.option("--negative", "negative_ids", type=int, multiple=True, help="Less like this item.")
 @pass_ctx
 def search(obj: _Context, query, image_path, crop, image_ids, annotation_id, objects, datasets, limit,
-           min_score, max_score, exact, as_json):
+           min_score, max_score, exact, as_json, diversity, expand, positive_ids, negative_ids):
     """Search images (or objects) by text, an image or a crop of it, stored ids, and #concepts.
 
     QUERY is free text and/or #concept terms: "a dog on a sofa", "#person #bicycle",
@@ -208,8 +213,12 @@ def search(obj: _Context, query, image_path, crop, image_ids, annotation_id, obj
         datasets=datasets, limit=limit, min_score=min_score, max_score=max_score, exact=exact,
         model=model_from_command_line(),  # else the serving model (visearch.worker.serving)
     )
+    from visearch.curation.refine import Refinement, refined_search
+
+    refinement = Refinement(diversity=diversity, expand=expand, positive_ids=positive_ids, negative_ids=negative_ids)
     try:
-        result = run_search(obj.db, req, obj.settings)
+        result = refined_search(obj.db, req, refinement, obj.settings) if refinement.active else \
+            run_search(obj.db, req, obj.settings)
     except VisearchError as exc:
         _fail(exc)
     if as_json:
@@ -289,6 +298,12 @@ for _command in _INTEGRATION_COMMANDS:
 from visearch.housekeeping_cli import register as _register_housekeeping  # noqa: E402
 
 _register_housekeeping(cli)
+
+# Curation commands (sample, duplicates, suspects) live in visearch/curation/cli.py.
+from visearch.curation.cli import COMMANDS as _CURATION_COMMANDS  # noqa: E402
+
+for _command in _CURATION_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -291,6 +291,10 @@ def embed_pending(
             bar.close()
             try:
                 build_missing_indexes(conn, row.id)
+                # near-duplicate edges of the vectors just written (HNSW k-NN of each new item only)
+                from visearch.curation.duplicates import refresh_neighbours
+
+                refresh_neighbours(conn, row.id)
             finally:
                 report.seconds = time.perf_counter() - started
                 report.remaining = sum(backlog(db, row.id, dataset_ids).values())

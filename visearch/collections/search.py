@@ -47,6 +47,7 @@ def search_to_collection(
     histogram_bins: int = 20,
     query: dict[str, Any] | None = None,
     reads: ReadRouter | None = None,
+    refinement=None,
 ) -> KeptSearch:
     """Search, keep the ranking as ``owner``'s temporary collection, return its first page.
 
@@ -58,6 +59,7 @@ def search_to_collection(
         query: the request's parameters as JSON, stored with the collection.
         reads: where the search and the histogram run (a replica, see visearch.db.routing);
             default ``db``. The collection is always written and read back on ``db``.
+        refinement: a :class:`visearch.curation.Refinement` (MMR, query expansion, feedback).
 
     Raises:
         InvalidRequestError, NotFoundError, NotEmbeddedError: as :func:`visearch.search.search`;
@@ -68,7 +70,13 @@ def search_to_collection(
     if depth < limit:
         raise InvalidRequestError(f"depth ({depth}) must be at least limit ({limit})")
     def ranked(read_db: Database) -> tuple[SearchResult, ScoreHistogram | None]:
-        result = search(read_db, dataclasses.replace(req, limit=depth, offset=0), settings)
+        ranked_req = dataclasses.replace(req, limit=depth, offset=0)
+        if refinement is not None and refinement.active:
+            from visearch.curation.refine import refined_search
+
+            result = refined_search(read_db, ranked_req, refinement, settings)
+        else:
+            result = search(read_db, ranked_req, settings)
         histogram = None
         vector = getattr(result, "query_vector", None)
         if histogram_bins and vector is not None:

@@ -22,6 +22,7 @@ from visearch.db.database import Database
 from visearch.db.routing import ReadRouter, open_read_router
 from visearch.http.auth import API_KEY_HEADER, auth_middleware, parse_api_keys, role_guard
 from visearch.http.controllers.collections import CollectionController
+from visearch.http.controllers.curation import CurationController
 from visearch.http.controllers.datasets import DatasetController
 from visearch.http.controllers.housekeeping import (
     CollectionExportController,
@@ -121,7 +122,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             SearchController, CollectionController, DatasetController, ImageController,
-            AnnotationController, LabelStudioController, health,
+            AnnotationController, LabelStudioController, CurationController, health,
             HousekeepingImageController, ConceptController, ModelController,
             CollectionExportController, *console_handlers(),
         ],

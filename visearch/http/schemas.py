@@ -79,6 +79,18 @@ class SearchBody(Struct, kw_only=True, forbid_unknown_fields=True):
         description="force an exact scan (true) or the HNSW index (false); default: chosen per query")] = None
     histogram_bins: Annotated[int, Meta(
         ge=0, le=200, description="bins of the score histogram over the candidates; 0: none")] = 20
+    # curation (visearch.curation.refine)
+    diversity: Annotated[float, Meta(
+        ge=0.0, le=1.0, description="MMR diversity (Carbonell & Goldstein 1998): 0 = the plain ranking, "
+                                    "higher = fewer near-copies of a hit; re-ranks 10 x depth candidates")] = 0.0
+    expand: Annotated[int, Meta(
+        ge=0, le=100, description="average query expansion (Chum et al. 2007): re-query with the mean "
+                                  "of the query and its top `expand` hits; 0: none")] = 0
+    positive_ids: Annotated[list[Id], Meta(
+        max_length=1000, description="relevance feedback: more like these items (image ids, or "
+                                     "annotation ids in objects mode); Rocchio weights 1 / 0.75 / 0.15")] = []
+    negative_ids: Annotated[list[Id], Meta(
+        max_length=1000, description="relevance feedback: less like these items")] = []
 
 
 class UploadedQueryImage(Struct):

@@ -64,6 +64,7 @@ def resolve_query_vector(
             ("image", req.image is not None),
             ("image_ids", bool(req.image_ids)),
             ("annotation", req.annotation_id is not None),
+            ("vector", req.vector is not None),
         )
         if given
     ]
@@ -78,6 +79,10 @@ def resolve_query_vector(
         return QueryVector(_stored_image_vectors(conn, model, list(req.image_ids)), source)
     if source == "annotation":
         return QueryVector(_stored_object_vector(conn, model, req.annotation_id), source)
+    if source == "vector":
+        if len(req.vector) != model.dim:
+            raise InvalidRequestError(f"the query vector has {len(req.vector)} dimensions; {model.name} has {model.dim}")
+        return QueryVector(_unit(req.vector), source)
     if not params["concept_ids"]:
         raise InvalidRequestError(
             "nothing to search for: give text, an image, image ids, an annotation id or #concepts"

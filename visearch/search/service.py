@@ -66,6 +66,8 @@ class SearchRequest:
     max_score: float | None = None
     model: str | None = None  # default: the serving model (visearch.worker.serving)
     exact: bool | None = None
+    #: a query vector given as is, (dim,) floats, renormalised (visearch.curation.refine)
+    vector: Sequence[float] | None = None
 
 
 @dataclass

@@ -113,9 +113,13 @@ def _to_request(body: SearchBody, image: bytes | None) -> SearchRequest:
 
 
 def _run(db: DB, reads: Reads, settings: AppSettings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
+    from visearch.curation.refine import Refinement
+
     kept = search_to_collection(
         db, settings, owner, _to_request(body, image), limit=body.limit, depth=body.depth,
         histogram_bins=body.histogram_bins, query=msgspec.to_builtins(body), reads=reads,
+        refinement=Refinement(diversity=body.diversity, expand=body.expand,
+                              positive_ids=tuple(body.positive_ids), negative_ids=tuple(body.negative_ids)),
     )
     c = kept.collection
     nxt, url = convert.next_page(c.id, 0, body.limit, len(kept.page), c.items)
