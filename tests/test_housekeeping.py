@@ -199,3 +199,14 @@ def test_the_console_page_is_public_and_asks_for_a_key_the_api_is_not(db, settin
         assert c.get("/v1/datasets", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/v1/concepts", headers={"X-API-Key": "s3cret"}).json() == []
         assert "/console" not in c.get("/schema/openapi.json").text  # the page is no API
+
+
+def test_captions_of_an_image(db, coco_mini, client):
+    from visearch.ingest import ingest_coco
+
+    ingest_coco(db, "mini", coco_mini / "train2017", captions_json=coco_mini / "annotations" / "captions_train2017.json",
+                progress=False)
+    image_id, n = _sql(db, "SELECT image_id, count(*) FROM captions GROUP BY image_id ORDER BY image_id LIMIT 1")[0]
+    captions = client.get(f"/v1/images/{image_id}/captions").json()
+    assert len(captions) == n >= 1 and all(c["text"].strip() and c["source"] == "coco" for c in captions)
+    assert client.get("/v1/images/999999/captions").status_code == 404

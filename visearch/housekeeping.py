@@ -1,5 +1,5 @@
 """Housekeeping a person expects (SQL in ``sql/housekeeping/``): rename and delete a dataset,
-delete images, find an image by file name or external id, concept autocomplete.
+delete images, find an image by file name or external id, concept autocomplete, captions.
 
 The HTTP API (``/v1/datasets/{id}`` PATCH/DELETE, ``/v1/images`` GET and ``/v1/images/delete``,
 ``/v1/concepts``), the web console and the CLI (``visearch dataset rename|delete``, ``visearch
@@ -58,6 +58,26 @@ class ConceptMatch:
     tag: str  # what `#tag` matches, e.g. "traffic_light"
     images: int  # images labelled with it (image_labels)
     boxes: int  # annotations of it
+
+
+@dataclass
+class Caption:
+    id: int
+    text: str
+    source: str  # 'coco', 'manual', a model name, ...
+
+
+def image_captions(db: Database, image_id: int) -> list[Caption]:
+    """An image's captions, oldest first.
+
+    Raises:
+        NotFoundError: unknown image.
+    """
+    with db.pooled() as conn:
+        rows = conn.execute(read_sql("housekeeping/image_captions.sql"), {"image_id": image_id}).fetchall()
+    if not rows:
+        raise NotFoundError(f"unknown image id {image_id}")
+    return [Caption(*r) for r in rows if r[0] is not None]
 
 
 def rename_dataset(db: Database, dataset_id: int, name: str) -> str:
@@ -147,13 +167,12 @@ def concepts_by_prefix(db: Database, prefix: str, *, limit: int = 20) -> list[Co
     Raises:
         InvalidRequestError: limit outside [1, 200].
     """
-    from visearch.search.query import concept_tag
-
     if not 1 <= limit <= 200:
         raise InvalidRequestError(f"limit must be in [1, 200], not {limit}")
     text = (prefix or "").strip().lstrip("-").lstrip("#")
-    tag = concept_tag(text) if text else ""
     with db.pooled() as conn:
+        # the tag rule lives in SQL only (concept_tag(), sql/schema/0001_core.sql)
+        tag = conn.execute("SELECT concept_tag(%s)", (text,)).fetchone()[0] if text else ""
         rows = conn.execute(read_sql("housekeeping/concepts_by_prefix.sql"),
                             {"pattern": _like_prefix(tag), "limit": limit}).fetchall()
     return [ConceptMatch(*r) for r in rows]

@@ -12,9 +12,9 @@ from litestar.params import JSONBody, MultipartBody, Parameter
 from visearch import admin, catalog, housekeeping
 from visearch.errors import InvalidRequestError
 from visearch.http import convert
+from visearch.http.controllers.housekeeping import DatasetDeletedOut, RenameBody
 from visearch.http.deps import DB, AppSettings, Jobs, Reads
 from visearch.http.errors import error_responses
-from visearch.http.controllers.housekeeping import DatasetDeletedOut, RenameBody
 from visearch.http.schemas import (
     MAX_ID,
     DatasetBody,

@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
-from visearch import catalog, housekeeping
+from visearch import housekeeping
 from visearch import collections as svc
 from visearch.collections import export
 from visearch.http import convert
@@ -129,11 +129,7 @@ class HousekeepingImageController(Controller):
          responses=error_responses(400, 401, 404))
     def captions(self, db: DB, image_id: ImageId) -> list[CaptionOut]:
         """The image's captions (e.g. COCO captions), oldest first."""
-        catalog.get_image(db, image_id)  # 404 for an unknown image
-        with db.pooled() as conn:
-            rows = conn.execute("SELECT id, text, source FROM captions WHERE image_id = %s ORDER BY id",
-                                (image_id,)).fetchall()
-        return [CaptionOut(*r) for r in rows]
+        return [CaptionOut(id=c.id, text=c.text, source=c.source) for c in housekeeping.image_captions(db, image_id)]
 
 
 class ConceptController(Controller):
