@@ -95,9 +95,10 @@ def wait_searchable(db, pending: list[tuple[float, str, float]], timeout: float)
         if len(out) < len(pending):
             queue = conn.execute("SELECT item_kind, count(*), count(claimed_by) FROM embedding_queue GROUP BY 1").fetchall()
             sys.exit(f"{len(pending) - len(out)} boxes not searchable after {timeout} s (queue {queue})")
-    for sample in out.values():  # searchable: a search by the box finds it first
-        hits = search(db, SearchRequest(mode="objects", annotation_id=sample["id"], limit=1)).hits
-        assert hits and hits[0].annotation_id == sample["id"]
+    for sample in out.values():  # searchable: a search by the box finds it (score 1; samples that
+        # reuse a task's box tie with their twin, so it need not come first)
+        hits = search(db, SearchRequest(mode="objects", annotation_id=sample["id"], limit=3)).hits
+        assert any(h.annotation_id == sample["id"] and h.score > 0.999 for h in hits)
     return list(out.values())
 
 
