@@ -215,8 +215,9 @@ class LabelStudio:
                 "and VISEARCH_LABEL_STUDIO_TOKEN (Label Studio: Account & Settings > Access Token)")
         try:
             from label_studio_sdk import LabelStudio as SDK
-        except ImportError as exc:  # pragma: no cover - it is a dependency
-            raise InvalidRequestError("label-studio-sdk is not installed: pip install label-studio-sdk") from exc
+        except ImportError as exc:  # an optional dependency
+            raise InvalidRequestError(
+                "label-studio-sdk is not installed: pip install 'visearch[label-studio]'") from exc
         return SDK(base_url=self.settings.url, api_key=self.settings.token)
 
     def image_url(self, image: SendImage) -> str:
