@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -336,11 +337,18 @@ def decode_bounded(data: bytes, *, max_pixels: int, fit: int | None = None) -> I
     Raises:
         ImageDecodeError: as :func:`decode_image` (over ``max_pixels``: ``too_large``).
     """
-    info = probe_image(data, max_pixels=max_pixels)
-    pixels = info.width * info.height
-    if info.format == "JPEG" and fit is not None:
-        scale = max(1, min(8, min(info.width, info.height) // max(fit, 1)))
-        pixels //= scale * scale
+    # The header alone: probe_image() reads EXIF, for which Pillow decodes a whole PNG.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                (width, height), fmt = header.size, header.format
+        pixels = width * height
+        if fmt == "JPEG" and fit is not None:
+            scale = max(1, min(8, min(width, height) // max(fit, 1)))
+            pixels //= scale * scale
+    except Exception:  # noqa: BLE001 -- decode_image (in a slot) raises the proper ImageDecodeError
+        pixels = LARGE_DECODE_PIXELS + 1
 
     def decode() -> Image.Image:
         image = decode_image(data, max_pixels=max_pixels, draft=fit)
