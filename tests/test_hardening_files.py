@@ -135,14 +135,16 @@ def test_large_decodes_are_bounded(tmp_path):
     # a JPEG decodes scaled by the decoder itself: an 8000x8000 JPEG's thumbnail decodes 1000x1000
     big = io.BytesIO()
     Image.new("RGB", (8000, 8000), (10, 120, 200)).save(big, format="JPEG", quality=50)
-    image = catalog.decode_bounded(big.getvalue(), max_pixels=10**8, draft=256)
-    assert image.size == (1000, 1000)  # 1/64 of the pixels
+    from visearch.embedding.decode import decode_image
+
+    assert decode_image(big.getvalue(), max_pixels=10**8, draft=256).size == (1000, 1000)  # 1/64 of the pixels
+    assert catalog.decode_bounded(big.getvalue(), max_pixels=10**8, fit=256).size == (256, 256)
     # a huge PNG cannot be decoded scaled: it waits for one of the few large-decode slots
     huge, small = _png(5000, 4000), _png(500, 400)
     done: dict[str, float] = {}
 
     def decode(name, data):
-        catalog.decode_bounded(data, max_pixels=10**8, draft=256)
+        catalog.decode_bounded(data, max_pixels=10**8, fit=256)
         done[name] = time.monotonic()
 
     for _ in range(catalog.LARGE_DECODE_SLOTS):  # every slot busy

@@ -137,7 +137,7 @@ def _mutating_routes(app):
             if need == "read":
                 continue
             path = re.sub(r"\{[a-z_]+:int\}", "1", route.path)
-            path = re.sub(r"\{[a-z_]+(:str)?\}", "x", path)
+            path = re.sub(r"\{[^}]+\}", "x", path)  # str, path, uuid, ... parameters
             for method in handler.http_methods:
                 out.append((method, path, need))
     return out

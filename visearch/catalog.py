@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -234,25 +235,65 @@ class Thumbnail:
     data: bytes | None
 
 
-def decode_bounded(data: bytes, *, max_pixels: int, draft: int | None = None) -> Image.Image:
-    """:func:`decode_image` with memory bounded for serving: JPEGs decode scaled down towards
-    ``draft`` pixels (``Image.draft``: 1/2 to 1/8 while decoding); an image that still decodes
-    to more than :data:`LARGE_DECODE_PIXELS` waits for one of :data:`LARGE_DECODE_SLOTS` slots,
-    so a burst of huge PNGs is decoded a few at a time (each costs ~3-4 bytes per pixel: 250 MB
-    for 8000x8000) instead of all at once.
+def decode_bounded(data: bytes, *, max_pixels: int, fit: int | None = None) -> Image.Image:
+    """:func:`decode_image` with memory bounded for serving.
+
+    With ``fit``, the image is scaled to fit ``fit`` x ``fit`` pixels (aspect kept, never
+    enlarged) and JPEGs decode already scaled by 1/2 to 1/8 (``Image.draft``). A decode of more
+    than :data:`LARGE_DECODE_PIXELS` pixels (after draft scaling) holds one of
+    :data:`LARGE_DECODE_SLOTS` slots until the image is scaled down, so a burst of huge PNGs
+    (each ~3-4 bytes per pixel while decoded: 250 MB for 8000x8000) costs a few of them at a
+    time, not all at once.
 
     Raises:
         ImageDecodeError: as :func:`decode_image` (over ``max_pixels``: ``too_large``).
     """
-    info = probe_image(data, max_pixels=max_pixels)
-    pixels = info.width * info.height
-    if info.format == "JPEG" and draft is not None:
-        scale = max(1, min(8, min(info.width, info.height) // max(draft, 1)))
-        pixels //= scale * scale
+    # The header alone: probe_image() reads EXIF, for which Pillow decodes a whole PNG.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                (width, height), fmt = header.size, header.format
+        pixels = width * height
+        if fmt == "JPEG" and fit is not None:
+            scale = max(1, min(8, min(width, height) // max(fit, 1)))
+            pixels //= scale * scale
+    except Exception:  # noqa: BLE001 -- decode_image (in a slot) raises the proper ImageDecodeError
+        pixels = LARGE_DECODE_PIXELS + 1
+
+    def decode() -> Image.Image:
+        image = decode_image(data, max_pixels=max_pixels, draft=fit)
+        if fit is not None:
+            image.thumbnail((fit, fit), Image.Resampling.LANCZOS)
+        return image
+
     if pixels <= LARGE_DECODE_PIXELS:
-        return decode_image(data, max_pixels=max_pixels, draft=draft)
+        return decode()
     with _LARGE_DECODES:
-        return decode_image(data, max_pixels=max_pixels, draft=draft)
+        return decode()
+
+
+def return_freed_memory_to_the_os() -> bool:
+    """Make glibc return the memory of freed large images to the OS at once (``mallopt``).
+
+    Pillow allocates decoded pixels in 16 MB blocks; glibc's adaptive mmap threshold soon
+    serves such blocks from per-thread heaps instead, which keep the memory after it is freed:
+    8 server threads that each decoded one 8000x8000 image once stayed at ~1.3 GB resident. A
+    fixed 1 MB threshold (``M_MMAP_THRESHOLD``) keeps every block of 1 MB or more on its own
+    mapping, unmapped when freed, and ``M_ARENA_MAX`` = 4 bounds the heaps. Called by
+    ``visearch serve`` (process-wide; a no-op returning False where glibc is absent).
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold, m_arena_max = -3, -8
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20)) and bool(libc.mallopt(m_arena_max, 4))
+    except (OSError, AttributeError):
+        return False
 
 
 def _etag(sha256_hex: str, size: int) -> str:
@@ -288,7 +329,7 @@ def image_thumbnail(
     if cached is not None:
         return Thumbnail(etag, cached)
     data, _fmt, sha = _original(db, image_id, media_roots)
-    jpeg = _jpeg(decode_bounded(data, max_pixels=max_pixels, draft=size), size)
+    jpeg = _jpeg(decode_bounded(data, max_pixels=max_pixels, fit=size), size)
     _THUMBNAILS.put((sha, size), jpeg)
     return Thumbnail(_etag(sha, size), jpeg)
 

@@ -65,6 +65,9 @@ def serve(obj, host: str, port: int, log_level: str, access_log: bool, torch_thr
         torch.set_num_threads(torch_threads)
     pinned = [settings.model] if model_from_command_line() else []  # only a typed --model pins
     app = create_app(settings, obj.db, embed_jobs=EmbedJobs(obj.db, settings, pinned=pinned))
+    from visearch.catalog import return_freed_memory_to_the_os
+
+    return_freed_memory_to_the_os()  # decoded images' memory goes back once freed (thumbnails)
     # uvicorn shuts down gracefully on SIGINT and SIGTERM, then re-raises the signal with the
     # handler that was there before it started: for SIGTERM (kill, systemd, docker stop) that was
     # the default, which ends the process without atexit, leaving the embedded server running
