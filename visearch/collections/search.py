@@ -63,13 +63,12 @@ def search_to_collection(
         raise InvalidRequestError(f"depth ({depth}) must be at least limit ({limit})")
     result = search(db, dataclasses.replace(req, limit=depth, offset=0), settings)
     histogram = None
-    vector = getattr(result, "query_vector", None)
-    if histogram_bins and vector is not None:
-        histogram = score_histogram(
-            db, req, vector, model=result.model, candidates=result.candidates,
-            candidates_capped=result.candidates_capped, bins=histogram_bins,
-            max_considered=DEFAULT_MAX_CONSIDERED,
-        )
+    if histogram_bins and getattr(result, "shape", None) is not None:
+        histogram = score_histogram(db, result, bins=histogram_bins, max_considered=DEFAULT_MAX_CONSIDERED)
+        if not histogram.sampled and result.candidates_capped:
+            # every candidate was scored (less the query's own items): now the count is known
+            result.candidates = histogram.considered + (0 if req.exclude_query_items else histogram.query_items)
+            result.candidates_capped = False
     stored = dict(query or {})
     if req.image is not None:
         stored["uploaded_image"] = {"sha256": hashlib.sha256(req.image).hexdigest(), "bytes": len(req.image)}
@@ -79,3 +78,4 @@ def search_to_collection(
         page_limit=limit,
     )
     return KeptSearch(result=result, collection=collection, page=page, histogram=histogram)
+

@@ -6,8 +6,8 @@
 * :mod:`visearch.worker.status` -- per dataset and model: items, embedded, stale, failed (with
   reasons), rate and ETA of running workers (SQL in ``sql/status/``).
 * :mod:`visearch.worker.control` -- enable/disable AI search per dataset, add/(de)activate models.
-* :mod:`visearch.worker.serving` -- which model answers a search, and the coverage note.
+(Which model answers a search, and the coverage note, live in the search layer:
+:mod:`visearch.search.serving`.)
 
-This package imports neither APScheduler nor torch at import time: the search service imports
-:mod:`visearch.worker.serving` on every process start.
+This package imports neither APScheduler nor torch at import time.
 """
