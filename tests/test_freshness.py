@@ -253,6 +253,9 @@ def test_poisoned_items_are_recorded_with_reason_and_never_block_the_queue(db, e
     result = search(db, SearchRequest(image_ids=[good_ids[0]], limit=10))
     assert result.coverage.total == 5 and result.coverage.ready == 4 and result.coverage.failed == 1
     assert "4 of 5 images can be searched" in result.note and "1 failed" in result.note
+    # ... only when the page is short: a full page does not count the dataset nor carry the note
+    full = search(db, SearchRequest(image_ids=[good_ids[0]], limit=3))
+    assert len(full.hits) == 3 and full.coverage is None and full.note is None
 
     # fixing the bytes (any client) queues the item afresh and it is embedded
     with db.connect() as conn:
@@ -442,4 +445,4 @@ def test_cli_dataset_model_and_status(db, database, effnet):
         cli, ["--database-url", database.url, "search", "--image-id", str(ids[0])])
     assert result.exit_code == 0 and "efficientnet-lite0" in result.output
     code, out = run("--model", "openclip:RN50/nope", "search", "--image-id", str(ids[0]))
-    assert code != 0 and "no vectors for model 'openclip:RN50/nope'" in out
+    assert code != 0 and "unknown model 'openclip:RN50/nope'; known models: efficientnet-lite0" in out

@@ -63,14 +63,18 @@ def _vector(db, image_id) -> np.ndarray:
     return _sql(db, "SELECT embedding FROM image_embeddings WHERE image_id = %s", (image_id,))[0][0].to_numpy()
 
 
-def _assert_histogram(res):
+def _assert_histogram(res, query_ids=()):
     h = res["histogram"]
     assert h["range"] == "observed" and h["bins"] == len(h["counts"]) == len(h["edges"]) - 1
-    assert sum(h["counts"]) == h["considered"] == res["candidates"]
+    assert sum(h["counts"]) == h["considered"]
+    # the histogram leaves the query's own image out (it would score 1.0 and stretch the range)
+    assert res["candidates"] - h["considered"] in (0, 1)
     assert not h["sampled"] and not res["candidates_capped"]
-    if res["items"]:
-        assert h["lo"] <= min(i["score"] for i in res["items"]) + 1e-9
-        assert h["hi"] >= max(i["score"] for i in res["items"]) - 1e-9
+    key = "annotation_id" if res["mode"] == "objects" else "image_id"
+    others = [i["score"] for i in res["items"] if i[key] not in query_ids]  # the query's own: left out
+    if others:
+        assert h["lo"] <= min(others) + 1e-9
+        assert h["hi"] >= max(others) - 1e-9
         assert h["edges"][0] == h["lo"] and h["edges"][-1] == h["hi"]
 
 
@@ -87,8 +91,8 @@ def test_search_by_image_id_finds_itself_first_with_a_histogram_over_every_candi
     assert res["candidates"] == 128 and res["total"] == 100  # default depth 100 kept for paging
     assert res["next_url"] == f"/v1/collections/{res['collection_id']}?offset=5&limit=5"
     assert isinstance(res["exact"], bool) and res["note"] is None
-    _assert_histogram(res)
-    assert res["histogram"]["counts"][-1] >= 1  # the image itself, at score 1
+    _assert_histogram(res, query_ids={7})
+    assert res["histogram"]["hi"] < res["items"][0]["score"]  # the image itself (score 1) left out
 
 
 def test_several_image_ids_search_by_the_renormalised_mean_of_their_unit_vectors(client, coco):
@@ -114,7 +118,7 @@ def test_search_by_annotation_returns_objects_with_boxes_and_crop_links(client, 
     # Coverage of an active model is read from the queue: the boxes whose queue rows this
     # module deleted are neither ready nor queued, so the search reports no gap for them.
     assert res["coverage"] is None
-    _assert_histogram(res)
+    _assert_histogram(res, query_ids={ann_id})
 
 
 def test_search_by_uploaded_image_and_by_a_crop_of_it(client, coco):
@@ -157,7 +161,7 @@ def test_filters_concepts_required_and_excluded_metadata_and_created_range(clien
     assert {i["image_id"] for i in res["items"]} == person and res["candidates"] == len(person)
     res = _search(client, image_ids=[1], exclude_concepts=["#person"], limit=200, depth=200)
     assert {i["image_id"] for i in res["items"]} == set(range(1, 129)) - person
-    _assert_histogram(res)
+    _assert_histogram(res, query_ids={1})
 
     license_3 = {r[0] for r in _sql(coco, "SELECT id FROM images WHERE metadata @> '{\"license\": 3}'")}
     assert 0 < len(license_3) < 128
@@ -171,21 +175,19 @@ def test_filters_concepts_required_and_excluded_metadata_and_created_range(clien
     assert res["candidates"] == 128
 
 
-def test_histogram_samples_large_candidate_sets_and_counts_capped_ones_in_full(client, coco, api_settings):
+def test_histogram_samples_large_candidate_sets_and_leaves_the_query_out(client, coco, api_settings):
     from visearch.search import SearchRequest, search
     from visearch.search.histogram import score_histogram
 
-    req = SearchRequest(image_ids=[1], limit=5)
-    result = search(coco, req, api_settings)
-    h = score_histogram(coco, req, result.query_vector, model=result.model, candidates=result.candidates,
-                        max_considered=40)
+    result = search(coco, SearchRequest(image_ids=[1], limit=5), api_settings)
+    assert result.candidates_capped  # a full page: the search itself counted nothing
+    h = score_histogram(coco, result, max_considered=40)
     assert h.sampled and sum(h.counts) == h.considered and 10 < h.considered < 100  # Bernoulli, p = 40/128
-    capped = api_settings.model_copy(update={"count_candidates_max": 20})
-    with TestClient(create_app(capped, coco)) as c:
-        res = c.post("/v1/search", json={"image_ids": [1], "limit": 5}).json()
-    assert res["candidates_capped"] is True and res["candidates"] < 128
-    assert res["histogram"]["considered"] == sum(res["histogram"]["counts"]) == 128
-    assert not res["histogram"]["sampled"]
+    whole = score_histogram(coco, result)
+    assert not whole.sampled and whole.considered == 127 and whole.hi < 0.999  # image 1 itself left out
+    res = client.post("/v1/search", json={"image_ids": [1], "limit": 5}).json()
+    assert res["candidates_capped"] is False and res["candidates"] == 128  # known from the histogram
+    assert res["histogram"]["considered"] == sum(res["histogram"]["counts"]) == 127
 
 
 def test_score_range_cuts_and_says_so(client):
@@ -194,7 +196,7 @@ def test_score_range_cuts_and_says_so(client):
     res = _search(client, image_ids=[9], limit=50, min_score=threshold, exact=True)
     assert [i["image_id"] for i in res["items"]] == [i["image_id"] for i in full["items"][:6]]
     assert "min_score" in res["note"]
-    assert res["candidates"] == 128 and sum(res["histogram"]["counts"]) == 128  # range not applied
+    assert res["candidates"] == 128 and sum(res["histogram"]["counts"]) == 127  # range not applied, query left out
     res = _search(client, image_ids=[9], limit=5, max_score=0.9, exact=True)
     assert all(i["score"] <= 0.9 for i in res["items"]) and 9 not in [i["image_id"] for i in res["items"]]
     assert res["items"][0]["image_id"] == full["items"][1]["image_id"]

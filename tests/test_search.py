@@ -131,7 +131,8 @@ def test_concept_only_object_query_ranks_that_concepts_objects(coco_db, settings
 
 def test_unfiltered_search_goes_through_the_index_path(coco_db, settings_for):
     result = _search(coco_db, settings_for, image_ids=[1], limit=10)
-    assert not result.exact and result.candidates == 128 and len(result.hits) == 10
+    assert not result.exact and result.plan == "hnsw" and len(result.hits) == 10
+    assert result.candidates_capped  # a full page: nothing was counted
 
 
 def test_query_by_a_crop_of_a_file_finds_the_box(coco_db, coco128, settings_for):
@@ -223,9 +224,21 @@ def test_example_sql_for_analysts_runs_and_answers(coco_db):
     similar = results["similar_images_with_a_concept"]
     scores = [float(r[2]) for r in similar]
     assert len(similar) == 10 and scores == sorted(scores, reverse=True)
+    # the same answer as the search service gives for that question
+    person = search(coco_db, SearchRequest(image_ids=[1], concepts=["person"], limit=10, exact=True))
+    assert [r[0] for r in similar] == [h.image_id for h in person.hits]
     assert results["concepts_per_dataset"][0][:2] == ("coco128", "person")
     assert results["embedding_coverage"] == [("coco128", "efficientnet-lite0", 128, 128, 939, 939, 0)]
-    assert all(float(r[2]) >= 0.95 for r in results["near_duplicate_images"])
+    # near duplicates: the pairs a brute-force look at every image's 5 nearest neighbours finds
+    with coco_db.connect() as conn:
+        rows = conn.execute("SELECT image_id, embedding FROM image_embeddings WHERE model_id = 1 ORDER BY image_id").fetchall()
+    ids = np.array([r[0] for r in rows])
+    x = np.stack([r[1].to_numpy() for r in rows])
+    sims = x @ x.T
+    np.fill_diagonal(sims, -2)
+    expected = {(int(ids[a]), int(ids[b])) for a in range(len(ids)) for b in np.argsort(-sims[a])[:5]
+                if sims[a, b] >= 0.95 and ids[a] < ids[b]}
+    assert {(r[0], r[1]) for r in results["near_duplicate_images"]} == expected
 
 
 def test_excluded_concepts_keep_those_images_and_objects_out(coco_db, settings_for):
@@ -237,3 +250,57 @@ def test_excluded_concepts_keep_those_images_and_objects_out(coco_db, settings_f
     assert not {h.image_id for h in images} & with_person
     objects = _search(coco_db, settings_for, mode="objects", annotation_id=1, exclude_concepts=["person"], limit=50).hits
     assert len(objects) == 50 and all(h.concept != "person" for h in objects)
+
+
+def test_concept_only_ranking_weighs_each_photo_once(coco_db, settings_for):
+    """#concept alone ranks the concept's boxes by likeness to its centroid. A mean over boxes
+    lets a photo with many boxes of the concept (and their tiny crops) pull the centroid to
+    itself, so its own boxes fill the top; the centroid weighs each photo once and leaves
+    boxes under 32 x 32 px out, so the top 10 shows more photos."""
+    with coco_db.connect() as conn:
+        rows = conn.execute(
+            "SELECT k.tag, a.id, a.image_id, a.bbox_w * a.bbox_h, e.embedding FROM annotations a"
+            " JOIN concepts k ON k.id = a.concept_id JOIN object_embeddings e ON e.annotation_id = a.id"
+            " WHERE k.tag IN ('bottle', 'chair', 'person', 'car')").fetchall()
+    per_tag: dict = {}
+    for tag, ann, image, area, vec in rows:
+        per_tag.setdefault(tag, []).append((ann, image, area, vec.to_numpy()))
+    distinct_old, distinct_new = {}, {}
+    for tag, boxes in per_tag.items():
+        x = np.stack([b[3] for b in boxes])
+        box_mean = x.mean(axis=0)  # the previous centroid: every box counts once
+        top = np.argsort(-(x @ (box_mean / np.linalg.norm(box_mean))))[:10]
+        distinct_old[tag] = len({boxes[k][1] for k in top})
+        result = _search(coco_db, settings_for, mode="objects", query=f"#{tag}", limit=10)
+        assert {h.concept for h in result.hits} == {tag} and len(result.hits) == min(10, len(boxes))
+        distinct_new[tag] = len({h.image_id for h in result.hits})
+        # the centroid the search used: per-image means of boxes >= 32x32, averaged, renormalised
+        images: dict = {}
+        for ann, image, area, vec in boxes:
+            if area >= 32 * 32:
+                images.setdefault(image, []).append(vec / np.linalg.norm(vec))
+        means = [np.mean(v, axis=0) for v in images.values()]
+        centroid = np.mean([m / np.linalg.norm(m) for m in means], axis=0)
+        centroid /= np.linalg.norm(centroid)
+        expected = {boxes[k][0] for k in np.argsort(-(x @ centroid))[:10]}
+        assert len({h.annotation_id for h in result.hits} & expected) >= len(expected) - 1  # float ties
+    print(f"distinct photos in the top 10, box mean -> per-photo centroid: "
+          + ", ".join(f"#{t} {distinct_old[t]} -> {distinct_new[t]}" for t in sorted(per_tag)))
+    assert sum(distinct_new.values()) >= sum(distinct_old.values())
+
+
+def test_hnsw_indexes_of_high_dimensional_models_are_built_denser(coco_db):
+    from visearch.db.vectors import hnsw_build_params
+
+    with coco_db.connect() as conn:
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = hnsw_index_name('image_embeddings', 1)").fetchone()[0]
+    assert sorted(options) == ["ef_construction=128", "m=24"]
+    assert hnsw_build_params(512) == {"m": 16, "ef_construction": 64}  # pgvector's defaults
+
+
+def test_unknown_model_and_concepts_never_together_say_so(coco_db, settings_for):
+    with pytest.raises(NotFoundError, match="unknown model 'nope'; known models: efficientnet-lite0"):
+        _search(coco_db, settings_for, image_ids=[1], model="nope")
+    with pytest.raises(NotFoundError, match="no image shows #giraffe #toilet together"):
+        _search(coco_db, settings_for, query="#giraffe #toilet")

@@ -1,27 +1,38 @@
-"""How searches use the HNSW index, on 5,000 vectors: enough rows that PostgreSQL's planner
-prefers the index (on coco128's 128 images an exact scan is cheaper, and it picks that)."""
+"""How searches use their indexes, on 5,000 vectors: enough rows that PostgreSQL's planner
+prefers an index (on coco128's 128 images a scan is cheaper, and it picks that). Each statement
+shape is checked with EXPLAIN, and every search with a count of its round trips."""
 
 from __future__ import annotations
 
+import re
+import tempfile
 
 import numpy as np
+import psycopg
 import pytest
 
+from visearch.db.database import Database
 from visearch.db.models import register_model
 from visearch.db.vectors import ensure_hnsw_index, write_vectors
 from visearch.search import SearchRequest, search
-from visearch.search.service import rank_sql
+from visearch.search.service import plan_search, resolve_context
 
 N_BIG, N_SMALL, DIM = 4950, 50, 64
+RARE, COMMON = 30, 2500  # images labelled #rare (0.6%) and #common (50%), all in 'big'
 
 
-@pytest.fixture
-def vectors_db(db):
-    """Two datasets of random unit vectors: 'big' (4,950 images) and 'small' (50, i.e. 1%)."""
+@pytest.fixture(scope="module")
+def vectors_db(database):
+    """Two datasets of random unit vectors: 'big' (4,950 images) and 'small' (50, i.e. 1%),
+    labels #rare and #common on some of the big ones; built once for the module."""
+    from conftest import truncate_all
+
+    truncate_all(database)
     rng = np.random.default_rng(7)
     vecs = rng.standard_normal((N_BIG + N_SMALL, DIM)).astype(np.float32)
+    vecs[11] = vecs[10] + 0.01 * rng.standard_normal(DIM)  # one near-duplicate pair: images 11 and 12
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    with db.transaction() as conn:
+    with database.transaction() as conn:
         model = register_model(conn, "synthetic-64", DIM, False, active=False)
         ids = []
         for name, n in (("big", N_BIG), ("small", N_SMALL)):
@@ -30,26 +41,55 @@ def vectors_db(db):
                 "INSERT INTO images (dataset_id, sha256, width, height, format)"
                 " SELECT %s, sha256((%s || g)::bytea), 32, 32, 'JPEG' FROM generate_series(1, %s) g"
                 " RETURNING id", (dataset, name, n)).fetchall()]
+        for tag, n in (("rare", RARE), ("common", COMMON)):
+            concept = conn.execute("INSERT INTO concepts (name) VALUES (%s) RETURNING id", (tag,)).fetchone()[0]
+            conn.execute("INSERT INTO image_labels (image_id, concept_id, source) SELECT unnest(%s::bigint[]), %s, 'test'",
+                         (ids[1 : 1 + n * 3 : 3] if tag == "rare" else ids[: 2 * n : 2], concept))
         write_vectors(conn, model_id=model.id, item_kind="image", item_ids=ids, vectors=vecs)
         ensure_hnsw_index(conn, "image", model.id)
-        conn.execute("ANALYZE image_embeddings")
-    return db, ids, vecs
+        conn.execute("ANALYZE")
+    return database, ids, vecs
 
 
-def _params(query, **kw):
-    base = {"model_id": 1, "dataset_ids": None, "concept_ids": [], "exclude_concept_ids": [],
-            "metadata": None, "created_from": None, "created_to": None, "query": query,
-            "limit": 10, "min_distance": None}
-    return base | kw
+@pytest.fixture
+def small_exact(settings):
+    """Filters of at most 1,000 items are 'selective' (ranked exactly from their own index)."""
+    return settings.model_copy(update={"exact_search_max_candidates": 1000})
 
 
-def test_unfiltered_search_is_served_by_the_hnsw_index(vectors_db, settings):
-    db, ids, vecs = vectors_db
-    with db.connect() as conn:
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + rank_sql("image", DIM, exact=False), _params(vecs[0])))
-        exact_plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + rank_sql("image", DIM, exact=True), _params(vecs[0])))
-    assert "Index Scan using image_embeddings_hnsw_model_1" in plan
-    assert "hnsw" not in exact_plan
+def _explain(db, settings, **kw):
+    req = SearchRequest(model="synthetic-64", **kw)
+    with db.connect(autocommit=True) as conn:
+        ctx = resolve_context(conn, req, settings, kind="image", needs_text=False)
+        shape = plan_search(ctx, req, "image", settings)
+        query = conn.execute("SELECT embedding FROM image_embeddings WHERE image_id = %s", (req.image_ids[0],)).fetchone()[0]
+        plan = "\n".join(r[0] for r in conn.execute(
+            psycopg.sql.SQL("EXPLAIN ") + shape.rank(), {**shape.params, "query": query, "limit": 10}))
+    return shape.driver, plan
+
+
+def test_each_filter_class_gets_a_statement_that_uses_its_index(vectors_db, small_exact):
+    db, ids, _ = vectors_db
+    hnsw_scan = "Index Scan using image_embeddings_hnsw_model_1"
+    driver, plan = _explain(db, small_exact, image_ids=[ids[0]])  # no filter
+    assert driver == "hnsw" and hnsw_scan in plan, plan
+    driver, plan = _explain(db, small_exact, image_ids=[ids[0]], concepts=["common"])  # 50%: broad
+    assert driver == "hnsw" and hnsw_scan in plan, plan
+    driver, plan = _explain(db, small_exact, image_ids=[ids[0]], datasets=["big"])  # 99%: broad
+    assert driver == "hnsw" and hnsw_scan in plan, plan
+    # selective: driven from the filter's own index, each vector fetched by primary key, exact
+    driver, plan = _explain(db, small_exact, image_ids=[ids[0]], concepts=["rare"])
+    assert driver == "by_concept" and "image_labels_concept" in plan and "hnsw" not in plan, plan
+    assert "Seq Scan on image_embeddings" not in plan and "hnsw" not in plan, plan
+    driver, plan = _explain(db, small_exact, image_ids=[ids[0]], datasets=["small"])
+    assert driver == "by_dataset" and "images_dataset_external_id" in plan and "hnsw" not in plan, plan
+    assert "Seq Scan on image_embeddings" not in plan and "hnsw" not in plan, plan
+    # both: the smaller one drives, the other is checked per row
+    driver, plan = _explain(db, small_exact, image_ids=[ids[0]], concepts=["rare"], datasets=["big"])
+    assert driver == "by_concept", plan
+    # exact on request, no selective filter: a scan of the model's vectors
+    driver, plan = _explain(db, small_exact, image_ids=[ids[0]], exact=True)
+    assert driver == "scan" and "hnsw" not in plan, plan
 
 
 def test_hnsw_recall_at_10_against_exact_search(vectors_db, settings):
@@ -59,36 +99,189 @@ def test_hnsw_recall_at_10_against_exact_search(vectors_db, settings):
         req = dict(model="synthetic-64", image_ids=[query_id], limit=10)
         approx = search(db, SearchRequest(**req, exact=False), settings)
         exact = search(db, SearchRequest(**req, exact=True), settings)
-        assert not approx.exact and exact.exact
+        assert approx.plan == "hnsw" and not approx.exact and exact.exact
         recalls.append(len({h.image_id for h in approx.hits} & {h.image_id for h in exact.hits}) / 10)
     assert np.mean(recalls) >= 0.9
 
 
-def test_a_one_percent_filter_still_returns_k_rows(vectors_db, settings):
+def test_a_rare_concept_through_the_index_fills_the_page_from_the_index(vectors_db, settings):
+    """Forced through the HNSW index (EXPLAIN says it is), a 0.6% concept filter still returns
+    k rows: the iterative scan found them (``exact`` stays false: no exact fallback ran), and
+    they are the right ones. Left to choose, the search drives from the concept's own index."""
     db, ids, _ = vectors_db
-    small = set(ids[N_BIG:])
-    for exact in (None, False):  # chosen by visearch (exact), or forced through the index
-        result = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]], datasets=["small"],
-                                          limit=10, exact=exact), settings)
-        assert len(result.hits) == 10
-        assert {h.image_id for h in result.hits} <= small
-        assert result.candidates == N_SMALL
-    truth = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]], datasets=["small"],
-                                     limit=10, exact=True), settings)
-    assert [h.image_id for h in result.hits] == [h.image_id for h in truth.hits]
+    driver, plan = _explain(db, settings, image_ids=[ids[0]], concepts=["rare"], exact=False)
+    assert driver == "hnsw" and "Index Scan using image_embeddings_hnsw_model_1" in plan, plan
+    req = dict(model="synthetic-64", image_ids=[ids[0]], concepts=["rare"], limit=10)
+    truth = search(db, SearchRequest(**req, exact=True), settings)
+    via_index = search(db, SearchRequest(**req, exact=False), settings)
+    assert not via_index.exact and via_index.plan == "hnsw"
+    assert len(via_index.hits) == 10
+    overlap = {h.image_id for h in via_index.hits} & {h.image_id for h in truth.hits}
+    assert len(overlap) >= 9
+    chosen = search(db, SearchRequest(**req), settings)
+    assert chosen.exact and chosen.plan == "by_concept"
+    assert [h.image_id for h in chosen.hits] == [h.image_id for h in truth.hits]
 
 
-def test_selective_filter_is_answered_exactly_and_broad_one_by_the_index(vectors_db, settings):
+def test_an_index_that_under_fills_falls_back_to_exact(vectors_db, settings):
+    """A rare concept forced through the index with pgvector allowed to visit almost nothing
+    beyond its first ef_search candidates: the scan comes back short of the page, and the search
+    reruns the same statement exactly rather than return fewer rows than exist."""
     db, ids, _ = vectors_db
-    narrow = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]], datasets=["small"]), settings)
-    broad = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]]), settings)
-    assert narrow.exact and not broad.exact
+    starved = settings.model_copy(update={"hnsw_max_scan_tuples": 1})
+    req = dict(model="synthetic-64", image_ids=[ids[0]], concepts=["rare"], limit=20)
+    result = search(db, SearchRequest(**req, exact=False), starved)
+    truth = search(db, SearchRequest(**req, exact=True), settings)
+    assert result.exact and result.plan == "scan"
+    assert [h.image_id for h in result.hits] == [h.image_id for h in truth.hits] and len(truth.hits) == 20
 
 
-def test_candidate_count_stops_at_the_cap(vectors_db, settings):
+def test_a_search_takes_at_most_three_round_trips(vectors_db, settings):
+    """Counted on the wire (libpq trace): a Sync or a simple Query message is one round trip."""
+    shared, ids, _ = vectors_db
+    db = Database(shared.url, embedded=False, pool_max_size=1)  # one connection: the one traced
+    cases = [dict(image_ids=[ids[0]]), dict(image_ids=[ids[0]], datasets=["small"]),
+             dict(image_ids=[ids[0]], concepts=["common"]), dict(query="#rare")]
+    trips = []
+    for case in cases:
+        with tempfile.TemporaryFile("w+") as trace:
+            with db.pooled() as conn:
+                conn.pgconn.trace(trace.fileno())
+                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            search(db, SearchRequest(model="synthetic-64", **case), settings)
+            with db.pooled() as conn:
+                conn.pgconn.untrace()  # flushes the trace
+            trace.seek(0)
+            sent = ["\t".join(line.split("\t")[2:])[:60] for line in trace.read().splitlines() if line.split("\t")[0] == "F"]
+        trips.append(sum(m.startswith(("Sync", "Query")) for m in sent))
+    db.close()
+    assert all(1 <= t <= 3 for t in trips), trips
+
+
+def test_show_sql_prints_the_statement_that_ran_runnable_as_is(vectors_db, settings):
     db, ids, _ = vectors_db
-    capped = settings.model_copy(update={"count_candidates_max": 100})
-    result = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]]), capped)
-    assert result.candidates == 100 and result.candidates_capped and len(result.hits) == 20
-    small = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]], datasets=["small"]), capped)
-    assert small.candidates == N_SMALL and not small.candidates_capped
+    for kw in (dict(image_ids=[ids[0]], concepts=["common"]), dict(image_ids=[ids[0]], datasets=["small"]),
+               dict(query="#rare", exclude_concepts=["common"])):
+        result = search(db, SearchRequest(model="synthetic-64", limit=10, **kw), settings, show_sql=True)
+        with db.connect(autocommit=True) as conn:
+            cur = conn.cursor()
+            cur.execute(result.sql)  # several statements, as psql runs them
+            rows = []
+            while True:
+                if cur.description:
+                    rows = cur.fetchall() or rows
+                if not cur.nextset():
+                    break
+        assert [r[0] for r in rows] == [h.image_id for h in result.hits] and len(rows) == 10
+        assert ("SET LOCAL hnsw.iterative_scan" in result.sql) == (result.plan == "hnsw")
+
+
+def test_stored_id_search_can_leave_the_query_items_out(vectors_db, settings):
+    db, ids, _ = vectors_db
+    kept = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0], ids[1]], limit=5), settings)
+    left = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0], ids[1]], limit=5,
+                                    exclude_query_items=True), settings)
+    assert {ids[0], ids[1]} & {h.image_id for h in kept.hits}
+    assert not {ids[0], ids[1]} & {h.image_id for h in left.hits} and len(left.hits) == 5
+
+
+def test_sql_examples_use_the_index_per_item(vectors_db):
+    """sql/examples written for model 1, 1280-d, run on this 64-d model 1: near-duplicates finds
+    the planted pair through one HNSW index scan per image (not every pair: N²), and neither
+    example scans every vector (here nothing has a #person box, so that filter drives)."""
+    from visearch.resources import sql_dir
+
+    db, ids, _ = vectors_db
+    near = (sql_dir() / "examples" / "near_duplicate_images.sql").read_text().replace("vector(1280)", "vector(64)")
+    similar = (sql_dir() / "examples" / "similar_images_with_a_concept.sql").read_text().replace("vector(1280)", "vector(64)")
+    with db.connect(autocommit=True) as conn:
+        plans = []
+        for text in (near, similar):
+            after = text[text.rindex("SET LOCAL"):]
+            body = after[after.index(";") + 1: after.rindex("COMMIT")].strip().rstrip(";")
+            plans.append("\n".join(r[0] for r in conn.execute("EXPLAIN " + body)))
+            assert not re.search(r"Seq Scan on image_embeddings e\b", plans[-1]), plans[-1]  # the ranked side
+        # near duplicates: for each image (outer scan), one HNSW index scan (inner loop)
+        assert "Nested Loop" in plans[0] and "Index Scan using image_embeddings_hnsw_model_1" in plans[0], plans[0]
+        cur = conn.cursor()
+        cur.execute(near)
+        rows = []
+        while True:
+            if cur.description:
+                rows = cur.fetchall() or rows
+            if not cur.nextset():
+                break
+    assert [(r[0], r[1]) for r in rows] == [(ids[10], ids[11])]
+
+
+# Each HTTP search field and the `visearch search` option with the same name and meaning.
+_CLI_OF_API = {
+    "mode": "--mode", "image_ids": "--image-id", "annotation_id": "--annotation-id", "crop_xywh": "--crop",
+    "concepts": "--concept", "exclude_concepts": "--exclude-concept", "datasets": "--dataset",
+    "metadata": "--metadata", "created_from": "--created-from", "created_to": "--created-to",
+    "min_score": "--min-score", "max_score": "--max-score", "limit": "--limit", "model": "--model",
+    "exact": "--exact", "exclude_query_items": "--exclude-query-items",
+}
+# query is the CLI's argument; depth and histogram_bins shape the HTTP API's kept collection
+_API_ONLY = {"query", "depth", "histogram_bins"}
+
+
+def test_every_api_search_option_exists_on_the_command_line():
+    from visearch.cli import search as search_command
+    from visearch.http.schemas import SearchBody
+
+    options = {opt for p in search_command.params for opt in getattr(p, "opts", [])}
+    fields = set(SearchBody.__struct_fields__)
+    assert fields - _API_ONLY <= set(_CLI_OF_API), fields - _API_ONLY - set(_CLI_OF_API)
+    missing = {f: o for f, o in _CLI_OF_API.items() if f in fields and o not in options}
+    assert not missing
+
+
+def test_cli_search_with_every_filter_prints_sql_that_runs(vectors_db, settings):
+    """`visearch search ... --show-sql`: the printed statement, run as-is, returns the printed hits;
+    --model works after the subcommand; the filters have the API's meaning."""
+    import json
+
+    from click.testing import CliRunner
+
+    from visearch.cli import cli
+
+    db, ids, _ = vectors_db
+    args = ["--database-url", db.url, "search", "--image-id", str(ids[0]), "--model", "synthetic-64",
+            "--exclude-concept", "#common", "--metadata", "{}", "--created-from", "2000-01-01",
+            "--dataset", "big", "-k", "5", "--exclude-query-items", "--show-sql", "--json"]
+    out = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    cut = out.output.index("\n{\n")  # the SQL, then the JSON result
+    statement, as_json = out.output[:cut], out.output[cut:]
+
+    hits = [h["image_id"] for h in json.loads(as_json)["hits"]]
+    with db.connect(autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute(statement)
+        rows = []
+        while True:
+            if cur.description:
+                rows = cur.fetchall() or rows
+            if not cur.nextset():
+                break
+    assert [r[0] for r in rows] == hits and len(hits) == 5 and ids[0] not in hits
+    with db.connect() as conn:
+        common = {r[0] for r in conn.execute(
+            "SELECT image_id FROM image_labels l JOIN concepts k ON k.id = l.concept_id WHERE k.tag = 'common'")}
+    assert not set(hits) & common
+    same = search(db, SearchRequest(image_ids=[ids[0]], model="synthetic-64", exclude_concepts=["common"],
+                                    datasets=["big"], limit=5, exclude_query_items=True), settings)
+    assert [h.image_id for h in same.hits] == hits
+    bad = CliRunner().invoke(cli, ["--database-url", db.url, "search", "--image-id", "1", "--model", "nope"])
+    assert bad.exit_code != 0 and "unknown model 'nope'" in bad.output and "synthetic-64" in bad.output
+
+
+def test_the_search_layer_imports_neither_the_worker_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, visearch.search.service, visearch.search.histogram; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('visearch.worker', 'torch'))); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

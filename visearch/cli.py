@@ -175,19 +175,45 @@ def _parse_box(value: str | None):
     return box
 
 
+def _parse_metadata(value: str | None) -> dict:
+    if value is None:
+        return {}
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter('a JSON object, e.g. \'{"license": 3}\'')
+    return data
+
+
+# Each option has the name and meaning of the HTTP API's field (docs/http.md, SearchBody).
 @cli.command()
 @click.argument("query", required=False)
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Query by this image file.")
-@click.option("--crop", help="With --image: only this box of it, x,y,width,height in pixels.")
-@click.option("--image-id", "image_ids", type=int, multiple=True, help="Query by stored image(s).")
-@click.option("--annotation-id", type=int, help="Query by a stored box (implies --objects).")
-@click.option("--objects", is_flag=True, help="Return objects (boxes), not images.")
+@click.option("--crop", help="With --image: only this box of it, x,y,width,height in pixels (crop_xywh).")
+@click.option("--image-id", "image_ids", type=int, multiple=True, help="Query by stored image(s) (image_ids).")
+@click.option("--annotation-id", type=int, help="Query by a stored box (implies --mode objects).")
+@click.option("--mode", type=click.Choice(["images", "objects"]), default=None,
+              help="Return images or objects (boxes). Default: objects for --annotation-id, else images.")
+@click.option("--objects", is_flag=True, help="Same as --mode objects.")
+@click.option("--concept", "concepts", multiple=True, help="Required concept (tag, '#' optional); repeatable.")
+@click.option("--exclude-concept", "exclude_concepts", multiple=True,
+              help="Leave out images showing this concept (objects: boxes of it); repeatable.")
 @click.option("-d", "--dataset", "datasets", multiple=True, help="Only these datasets.")
+@click.option("--metadata", help='Images whose metadata contains this JSON object, e.g. \'{"license": 3}\'.')
+@click.option("--created-from", type=click.DateTime(), help="Images created at or after (ISO date/time).")
+@click.option("--created-to", type=click.DateTime(), help="Images created before (ISO date/time).")
 @click.option("-k", "--limit", default=10, show_default=True)
+@click.option("--offset", default=0, show_default=True, help="Skip this many of the best hits.")
 @click.option("--min-score", type=float, help="Keep hits with cosine similarity >= this.")
 @click.option("--max-score", type=float, help="Keep hits with cosine similarity <= this.")
 @click.option("--exact/--approximate", default=None, help="Force exact or HNSW search (default: chosen per query).")
+@click.option("--exclude-query-items", is_flag=True, help="With --image-id/--annotation-id: leave those items out.")
+@click.option("--model", "model_name", default=None,
+              help="Embedding model to search (default: the serving model; `visearch model list`).")
+@click.option("--show-sql", is_flag=True, help="Also print the ranking statement, runnable as-is in psql.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--mmr", "diversity", type=click.FloatRange(0, 1), default=0.0,
               help="MMR diversity in [0, 1] (0: plain ranking).")
@@ -195,32 +221,52 @@ def _parse_box(value: str | None):
 @click.option("--positive", "positive_ids", type=int, multiple=True, help="More like this item (Rocchio feedback).")
 @click.option("--negative", "negative_ids", type=int, multiple=True, help="Less like this item.")
 @pass_ctx
-def search(obj: _Context, query, image_path, crop, image_ids, annotation_id, objects, datasets, limit,
-           min_score, max_score, exact, as_json, diversity, expand, positive_ids, negative_ids):
+def search(obj: CliContext, query, image_path, crop, image_ids, annotation_id, mode, objects, concepts,
+           exclude_concepts, datasets, metadata, created_from, created_to, limit, offset, min_score,
+           max_score, exact, exclude_query_items, model_name, show_sql, as_json, diversity, expand,
+           positive_ids, negative_ids):
     """Search images (or objects) by text, an image or a crop of it, stored ids, and #concepts.
 
     QUERY is free text and/or #concept terms: "a dog on a sofa", "#person #bicycle",
     "#helmet" alone ranks the concept's objects by likeness to their mean.
     """
+    from datetime import timezone
+
     from visearch.errors import VisearchError
     from visearch.search import SearchRequest
     from visearch.search import search as run_search
 
+    if mode is None:
+        mode = "objects" if (objects or annotation_id is not None) else "images"
+    elif objects and mode != "objects":
+        raise click.BadParameter("--objects contradicts --mode images", param_hint="--mode")
+
+    def _aware(value):  # naive times on the command line are UTC, as in the API's examples
+        return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
     req = SearchRequest(
-        mode="objects" if (objects or annotation_id is not None) else "images",
-        query=query, image=image_path.read_bytes() if image_path else None,
+        mode=mode, query=query, image=image_path.read_bytes() if image_path else None,
         crop_xywh=_parse_box(crop), image_ids=image_ids, annotation_id=annotation_id,
-        datasets=datasets, limit=limit, min_score=min_score, max_score=max_score, exact=exact,
-        model=model_from_command_line(),  # else the serving model (visearch.worker.serving)
+        concepts=concepts, exclude_concepts=exclude_concepts, datasets=datasets,
+        metadata=_parse_metadata(metadata), created_from=_aware(created_from), created_to=_aware(created_to),
+        limit=limit, offset=offset, min_score=min_score, max_score=max_score, exact=exact,
+        exclude_query_items=exclude_query_items,
+        # `visearch search --model M` or `visearch --model M search`; else the serving model
+        model=model_name or model_from_command_line(),
     )
     from visearch.curation.refine import Refinement, refined_search
 
     refinement = Refinement(diversity=diversity, expand=expand, positive_ids=positive_ids, negative_ids=negative_ids)
     try:
-        result = refined_search(obj.db, req, refinement, obj.settings) if refinement.active else \
-            run_search(obj.db, req, obj.settings)
+        if refinement.active:
+            result = refined_search(obj.db, req, refinement, obj.settings)
+        else:
+            result = run_search(obj.db, req, obj.settings, show_sql=show_sql)
     except VisearchError as exc:
         _fail(exc)
+    if show_sql:
+        sql_text = getattr(result, "sql", None)
+        click.echo(sql_text or "-- a refined search (--mmr, --expand, feedback) runs several statements; none shown")
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), indent=2, default=str))
         return
@@ -231,9 +277,10 @@ def format_result(result) -> str:
     """A search result as a text table with a one-line header."""
     from tabulate import tabulate
 
-    how = "exact" if result.exact else "HNSW"
+    how = f"exact, {result.plan}" if result.exact else "HNSW"
     head = (f"{len(result.hits)} {result.mode} by {result.query_source} "
-            f"({result.model}, {how}, {result.candidates} candidates)")
+            f"({result.model}, {how}"
+            + (f", {result.candidates} candidates)" if not result.candidates_capped else ")"))
     if result.note:
         head += f": {result.note}"
     if result.mode == "images":

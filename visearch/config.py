@@ -54,11 +54,10 @@ class Settings(BaseSettings):
     # filtered search from returning fewer rows than asked for.
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     hnsw_max_scan_tuples: int = Field(default=20000, ge=1)
-    #: Filtered searches whose candidate set is at most this many vectors are answered exactly.
+    #: A concept or dataset filter with at most this many items (counted from its own index,
+    #: never further) drives the search statement and is ranked exactly; larger ones and no
+    #: filter go through the HNSW index (visearch.search.service).
     exact_search_max_candidates: int = Field(default=20000, ge=0)
-    #: Candidates are counted up to this many (a count costs ~3 ms per 10k rows); beyond it a
-    #: search reports "at least" this many (``SearchResult.candidates_capped``).
-    count_candidates_max: int = Field(default=100_000, ge=1)
     #: Largest image accepted at ingest, upload, query and embedding, in pixels.
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     #: Store the original bytes in Postgres (True) or only a reference to the file (False).

@@ -1,17 +1,21 @@
 -- Images ranked by cosine similarity to a query vector: the search itself, one statement.
--- Placeholders in <angle brackets> are filled in by visearch.search.service before it runs.
--- <candidates> is image_candidates.sql (flattened by the planner). <distance> is either
---   c.embedding::vector(<dim>) <=> %(query)s::vector(<dim>)   approximate, via the model's HNSW index
---   c.embedding <=> %(query)s::vector                         exact (no index has this expression)
+-- A psycopg.sql template (visearch.search.statements fills the {braces}); %(name)s are bound
+-- parameters. `visearch search --show-sql` prints it rendered, runnable in psql.
+--   {source}    where the rows come from, `e` being image_embeddings (fragments.sql):
+--               all of the model's vectors (HNSW or exact scan), or driven by a selective
+--               filter's own index (a concept's boxes and labels, a dataset's images)
+--   {distance}  e.embedding::vector(<dim>) <=> %(query)s::vector(<dim>)  served by the HNSW index
+--               e.embedding <=> %(query)s::vector                        exact (no index matches)
+--   {filters}   the request's other filters, each a fragment of fragments.sql, ANDed
 -- Similarity (score) = 1 - cosine distance. max_score becomes a lower bound on distance inside
--- the scan (with iterative scans the index keeps going past too-similar rows). min_score and
--- offset are applied by the caller to these rows: rows come best-first, so that keeps the same
--- rows as filtering first, and the caller can tell an index that under-filled (then it runs
--- the statement exactly) from a score range that cut the list short.
+-- the scan (an iterative HNSW scan keeps going past too-similar rows). min_score and offset are
+-- applied by the caller to these rows (best first), so it can tell an index that under-filled
+-- (then it runs the exact form) from a score range that cut the list short.
 WITH ranked AS MATERIALIZED (
-    SELECT c.image_id, {distance} AS distance
-    FROM ({candidates}) AS c
-    WHERE (%(min_distance)s::float8 IS NULL OR {distance} >= %(min_distance)s::float8)
+    SELECT e.image_id, {distance} AS distance
+    FROM {source}
+    WHERE e.model_id = %(model_id)s
+      AND {filters}
     ORDER BY {distance}
     LIMIT %(limit)s
 )
@@ -20,5 +24,5 @@ SELECT r.image_id, 1 - r.distance AS score, i.dataset_id, d.name AS dataset, i.f
 FROM ranked r
 JOIN images i ON i.id = r.image_id
 JOIN datasets d ON d.id = i.dataset_id
--- relaxed_order iterative scans may return rows slightly out of order: sort what came back
-ORDER BY r.distance, r.image_id;
+-- an iterative scan (relaxed_order) may return rows slightly out of order: sort what came back
+ORDER BY r.distance, r.image_id

@@ -1,9 +1,10 @@
 -- Objects (annotation boxes) ranked by cosine similarity to a query vector, one statement.
--- <candidates> is object_candidates.sql; <distance> as in rank_images.sql.
+-- Template as rank_images.sql; `e` is object_embeddings and {source} also joins the box as `a`.
 WITH ranked AS MATERIALIZED (
-    SELECT c.annotation_id, {distance} AS distance
-    FROM ({candidates}) AS c
-    WHERE (%(min_distance)s::float8 IS NULL OR {distance} >= %(min_distance)s::float8)
+    SELECT e.annotation_id, {distance} AS distance
+    FROM {source}
+    WHERE e.model_id = %(model_id)s
+      AND {filters}
     ORDER BY {distance}
     LIMIT %(limit)s
 )
@@ -15,4 +16,4 @@ JOIN annotations a ON a.id = r.annotation_id
 JOIN images i ON i.id = a.image_id
 JOIN datasets d ON d.id = i.dataset_id
 LEFT JOIN concepts k ON k.id = a.concept_id
-ORDER BY r.distance, r.annotation_id;
+ORDER BY r.distance, r.annotation_id

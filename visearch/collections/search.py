@@ -78,13 +78,12 @@ def search_to_collection(
         else:
             result = search(read_db, ranked_req, settings)
         histogram = None
-        vector = getattr(result, "query_vector", None)
-        if histogram_bins and vector is not None:
-            histogram = score_histogram(
-                read_db, req, vector, model=result.model, candidates=result.candidates,
-                candidates_capped=result.candidates_capped, bins=histogram_bins,
-                max_considered=DEFAULT_MAX_CONSIDERED,
-            )
+        if histogram_bins and getattr(result, "shape", None) is not None:
+            histogram = score_histogram(read_db, result, bins=histogram_bins, max_considered=DEFAULT_MAX_CONSIDERED)
+            if not histogram.sampled and result.candidates_capped:
+                # every candidate was scored (less the query's own items): now the count is known
+                result.candidates = histogram.considered + (0 if req.exclude_query_items else histogram.query_items)
+                result.candidates_capped = False
         return result, histogram
 
     result, histogram = reads.run(ranked, owner=owner) if reads is not None else ranked(db)
@@ -97,3 +96,4 @@ def search_to_collection(
         page_limit=limit,
     )
     return KeptSearch(result=result, collection=collection, page=page, histogram=histogram)
+

@@ -35,7 +35,7 @@ def filtered_candidates(conn: psycopg.Connection, req, settings: Settings) -> Ca
         NotFoundError: unknown dataset, concept or model. InvalidRequestError: bad filters.
     """
     from visearch.search import filters
-    from visearch.worker.serving import resolve_search_model
+    from visearch.search.serving import resolve_search_model
 
     kind = KIND[req.mode]
     dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)

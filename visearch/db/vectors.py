@@ -56,10 +56,17 @@ def write_vectors(
 def hnsw_build_params(dim: int) -> dict[str, int]:
     """HNSW build parameters for a model of dimension ``dim``: ``{"m": ..., "ef_construction": ...}``.
 
-    pgvector's defaults (m = 16, ef_construction = 64; Malkov & Yashunin 2018,
-    arXiv:1603.09320). The one place they are chosen: :func:`build_hnsw_index` renders them
-    into ``sql/vectors/create_hnsw_index.sql``.
+    The one place they are chosen: :func:`build_hnsw_index` renders them into
+    ``sql/vectors/create_hnsw_index.sql``. Up to 512 dimensions, pgvector's defaults (m = 16,
+    ef_construction = 64). Above, a denser graph built with a wider beam: with the defaults,
+    1280-d EfficientNet vectors of 9,145 Caltech-101 images had mean recall@10 0.999 at
+    ef_search 100, yet two queries found none of their exact top 10 and five not even
+    themselves. Recall rises with M and efConstruction, more so in high dimension (Malkov &
+    Yashunin 2018, arXiv:1603.09320, sec. 4); the cost is build time and memory, not query time
+    at a given ef_search.
     """
+    if dim > 512:
+        return {"m": 24, "ef_construction": 128}
     return {"m": 16, "ef_construction": 64}
 
 

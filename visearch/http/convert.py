@@ -60,7 +60,7 @@ def histogram(h: Any) -> s.ScoreHistogramOut | None:
 
 
 def coverage(c: Any) -> s.CoverageOut | None:
-    """From :class:`visearch.worker.serving.Coverage`."""
+    """From :class:`visearch.search.serving.Coverage`."""
     if c is None:
         return None
     return s.CoverageOut(kind=c.kind, total=c.total, ready=c.ready, queued=c.queued, failed=c.failed,

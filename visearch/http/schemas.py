@@ -77,6 +77,8 @@ class SearchBody(Struct, kw_only=True, forbid_unknown_fields=True):
     model: Annotated[Annotated[str, Meta(max_length=300)] | None, Meta(description="embedding model; default: the server's")] = None
     exact: Annotated[bool | None, Meta(
         description="force an exact scan (true) or the HNSW index (false); default: chosen per query")] = None
+    exclude_query_items: Annotated[bool, Meta(
+        description="with image_ids / annotation_id: leave those stored items out of the results")] = False
     histogram_bins: Annotated[int, Meta(
         ge=0, le=200, description="bins of the score histogram over the candidates; 0: none")] = 20
     # curation (visearch.curation.refine)
@@ -102,11 +104,11 @@ class UploadedQueryImage(Struct):
 
 class ScoreHistogramOut(Struct):
     """Score distribution over the search's candidates (items passing the filters; the score
-    range and limit not applied). ``bins`` equal-width bins over the observed score range
-    [lo, hi]: bin k covers [edges[k], edges[k+1]), the last one is closed. ``sum(counts) ==
-    considered``, which is the number of candidates (the search's ``candidates`` unless it is
-    capped) unless ``sampled`` (more than 100,000 candidates: a random sample of about 100,000
-    was scored)."""
+    range and limit not applied; the query's own stored items left out, as they would score
+    1.0). ``bins`` equal-width bins over the observed score range [lo, hi]: bin k covers
+    [edges[k], edges[k+1]), the last one is closed. ``sum(counts) == considered``, which is the
+    number of candidates other than the query's items unless ``sampled`` (a search on the HNSW
+    index over more than 100,000 vectors: a random sample of about 100,000 was scored)."""
 
     bins: int
     lo: float | None
@@ -162,8 +164,10 @@ class SearchResponse(Struct):
     query_source: Annotated[str, Meta(description="text | image | image_ids | annotation | concepts")]
     exact: Annotated[bool, Meta(description="true: exact scan; false: HNSW index (approximate)")]
     candidates: Annotated[int, Meta(description="items that passed the filters, before score range and limit "
-                                                "(counted up to the server's cap: see candidates_capped)")]
-    candidates_capped: Annotated[bool, Meta(description="true: there are at least `candidates` (counting stopped)")]
+                                                "(when known: see candidates_capped)")]
+    candidates_capped: Annotated[bool, Meta(description="true: there are at least `candidates` (nothing counts "
+                                                        "them when the ranking fills its page and the histogram "
+                                                        "is sampled or off)")]
     total: Annotated[int, Meta(description="ranked items kept in the collection (<= depth)")]
     offset: int
     limit: int

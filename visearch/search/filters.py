@@ -1,16 +1,15 @@
-"""Search filters: names resolved to ids, as parameters of ``sql/search/*_candidates.sql``."""
+"""Names of datasets and concepts resolved to ids, with the error a person needs when one is
+wrong. A search resolves its names in one statement (``sql/search/context.sql``) and calls
+these only to explain a failure; ``visearch embed --dataset`` uses :func:`resolve_dataset_ids`."""
 
 from __future__ import annotations
 
 import difflib
-from datetime import datetime
-from typing import Any, Sequence
+from typing import Sequence
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from visearch.errors import InvalidRequestError, NotFoundError
-from visearch.search.query import parse_query
 
 
 def resolve_dataset_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[int] | None:
@@ -63,62 +62,3 @@ def resolve_concept_ids(conn: psycopg.Connection, terms: Sequence[str]) -> list[
             hints.append(f"#{tag}" + (f" (did you mean {', '.join('#' + c for c in close)}?)" if close else ""))
         raise NotFoundError(f"unknown concept(s): {'; '.join(hints)}")
     return [found[t] for t in tags]
-
-
-def resolve(
-    conn: psycopg.Connection,
-    *,
-    model_id: int,
-    dataset_ids: list[int] | None = None,
-    concepts: Sequence[str] = (),
-    exclude_concepts: Sequence[str] = (),
-    metadata: dict | None = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
-) -> dict[str, Any]:
-    """The named parameters of the candidate queries (``dataset_ids`` from
-    :func:`resolve_dataset_ids`; ``None`` for all datasets)."""
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidRequestError("metadata filter must be a JSON object")
-    return {
-        "model_id": model_id,
-        "dataset_ids": dataset_ids,
-        "concept_ids": resolve_concept_ids(conn, concepts),
-        "exclude_concept_ids": resolve_concept_ids(conn, exclude_concepts),
-        "metadata": Jsonb(metadata) if metadata else None,
-        "created_from": created_from,
-        "created_to": created_to,
-    }
-
-
-def is_filtered(params: dict[str, Any]) -> bool:
-    """Whether anything beyond the model restricts the candidates."""
-    return bool(
-        params["dataset_ids"]
-        or params["concept_ids"]
-        or params["exclude_concept_ids"]
-        or params["metadata"] is not None
-        or params["created_from"]
-        or params["created_to"]
-    )
-
-
-def request_params(
-    conn: psycopg.Connection, req, model_id: int, dataset_ids: list[int] | None
-) -> dict[str, Any]:
-    """The candidate-query parameters of a :class:`~visearch.search.service.SearchRequest`:
-    its ``#concept`` terms (from the query text and ``req.concepts``) and every other filter.
-    ``dataset_ids`` is ``resolve_dataset_ids(conn, req.datasets)``, which the caller has
-    already needed to pick the model."""
-    parsed = parse_query(req.query) if req.query else None
-    required = list(dict.fromkeys([*(parsed.concepts if parsed else ()), *req.concepts]))
-    return resolve(
-        conn,
-        model_id=model_id,
-        dataset_ids=dataset_ids,
-        concepts=required,
-        exclude_concepts=req.exclude_concepts,
-        metadata=req.metadata,
-        created_from=req.created_from,
-        created_to=req.created_to,
-    )

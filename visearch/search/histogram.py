@@ -2,19 +2,21 @@
 
 What a UI needs to pick a score range: how many of the items that pass the filters fall in each
 band of cosine similarity to the query. Computed in the database, in one statement, with
-``width_bucket`` over the same candidate set the search ranks:
+``width_bucket`` over the same candidate set the search ranked (its resolved filters and query
+vector are reused, nothing is resolved again):
 
 * bins are equal-width over the **observed** score range ``[lo, hi]`` of the candidates (not
   the theoretical [-1, 1]: real models use a narrow part of it, e.g. efficientnet-lite0 scores
   are all >= 0), so ``bins`` bins always resolve the spread that is there; ``edges`` gives the
   ``bins + 1`` boundaries, bin ``k`` is ``[edges[k], edges[k+1])`` and the last one is closed;
+* the query's own stored items (``image_ids``, ``annotation_id``) are left out: each would
+  score 1.0 and stretch the range;
 * the score range (``min_score``/``max_score``) and the limit are not applied: the histogram
   shows the whole candidate set, so a client can see where a threshold would cut;
-* ``sum(counts) == considered``; ``considered`` is the number of candidates unless the
-  candidate set is larger than ``max_considered``, in which case a Bernoulli sample of about
-  that many is scored (``sampled`` is then true) to bound the cost of scoring every vector.
-  (When the search capped its own count, ``SearchResult.candidates_capped``, the candidates are
-  counted here in full first.)
+* ``sum(counts) == considered``. When the search ran on the HNSW index (no filter, or a broad
+  one) and the model has more than ``max_considered`` vectors (PostgreSQL's own estimate, no
+  counting), the vector table is read with ``TABLESAMPLE BERNOULLI`` at about that many rows
+  (``sampled`` is then true); a selective filter's candidates are all scored.
 """
 
 from __future__ import annotations
@@ -24,10 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from visearch.db.database import Database
-from visearch.db.models import get_model
-from visearch.resources import read_sql
-from visearch.search import filters
-from visearch.search.service import _KIND, SearchRequest
+from visearch.search.service import SearchResult
 
 #: Default number of bins, and the largest accepted.
 DEFAULT_BINS = 20
@@ -47,6 +46,7 @@ class ScoreHistogram:
     counts: list[int]  # bins counts, summing to `considered`
     considered: int  # candidates scored: all of them unless `sampled`
     sampled: bool  # True: a random sample of the candidates was scored
+    query_items: int = 0  # the query's own stored items among the candidates (not in counts)
 
 
 def histogram_edges(lo: float, hi: float, bins: int) -> list[float]:
@@ -57,51 +57,40 @@ def histogram_edges(lo: float, hi: float, bins: int) -> list[float]:
 
 def score_histogram(
     db: Database,
-    req: SearchRequest,
-    query_vector: np.ndarray,
+    result: SearchResult,
     *,
-    model: str,
-    candidates: int,
-    candidates_capped: bool = False,
     bins: int = DEFAULT_BINS,
     max_considered: int = DEFAULT_MAX_CONSIDERED,
 ) -> ScoreHistogram:
-    """The score distribution of the search ``req`` over its candidates.
+    """The score distribution of a search's candidates.
 
     Args:
         db: the database.
-        req: the search (its mode and filters define the candidates).
-        query_vector: the search's unit query vector (``SearchResult.query_vector``).
-        model: the model that scored it (``SearchResult.model``).
-        candidates: how many candidates the search counted (``SearchResult.candidates``),
-            used to decide on sampling.
-        candidates_capped: the search stopped counting at ``candidates``
-            (``SearchResult.candidates_capped``): they are counted here in full first.
+        result: the search's result (its ``shape`` and ``query_vector`` attributes: the
+            resolved filters and the unit query vector).
         bins: number of equal-width bins, 1..MAX_BINS.
-        max_considered: score at most about this many candidates (sample beyond).
+        max_considered: read about this many vectors at most (TABLESAMPLE beyond), for
+            searches answered on the HNSW index.
 
     Raises:
         ValueError: ``bins`` out of range.
-        NotFoundError: unknown dataset, concept or model (as for the search itself).
     """
     if not 1 <= bins <= MAX_BINS:
         raise ValueError(f"bins must be in [1, {MAX_BINS}], not {bins}")
-    kind = _KIND[req.mode]
+    shape = result.shape
+    params = {**shape.params, "query": np.asarray(result.query_vector, dtype=np.float32), "bins": bins}
     with db.pooled() as conn:
-        row = get_model(conn, model)
-        dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
-        params = filters.request_params(conn, req, row.id, dataset_ids)
-        candidates_sql = read_sql(f"search/{kind}_candidates.sql")
-        if candidates_capped:  # the search only knows "at least": the sample needs the real count
-            candidates = conn.execute(f"SELECT count(*) FROM ({candidates_sql}) AS c", params).fetchone()[0]
-        sample = 1.0 if candidates <= max_considered else max_considered / candidates
-        sql = read_sql("search/score_histogram.sql").format(candidates=candidates_sql)
-        lo, hi, considered, counts = conn.execute(
-            sql, {**params, "query": np.asarray(query_vector, dtype=np.float32), "bins": bins, "sample": sample}
-        ).fetchone()
+        sample = False
+        if shape.driver == "hnsw":  # a broad search: how big is the vector table? (an estimate)
+            table = "image_embeddings" if shape.kind == "image" else "object_embeddings"
+            rows = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()[0]
+            if rows > max_considered:
+                sample = True
+                params["sample_percent"] = 100.0 * max_considered / rows
+        lo, hi, considered, counts, query_items = conn.execute(shape.histogram(sample=sample), params).fetchone()
         conn.rollback()
     if not considered:
-        return ScoreHistogram(bins, None, None, [], [0] * bins, 0, sample < 1)
+        return ScoreHistogram(bins, None, None, [], [0] * bins, 0, sample, int(query_items))
     return ScoreHistogram(
         bins=bins,
         lo=float(lo),
@@ -109,5 +98,6 @@ def score_histogram(
         edges=histogram_edges(float(lo), float(hi), bins),
         counts=[int(c) for c in counts],
         considered=int(considered),
-        sampled=sample < 1,
+        sampled=sample,
+        query_items=int(query_items),
     )

@@ -6,8 +6,9 @@
 - stored image ids: their stored vectors; several ids give the mean of the unit vectors,
   renormalised ("more like this selection");
 - an annotation id: the box's stored vector;
-- only ``#concepts``: the mean of the unit vectors of the items carrying them (within the
-  filters), renormalised, so the concept's items rank by how typical they look.
+- only ``#concepts``: the centroid of the items carrying them (within the filters), each image
+  weighing the same and boxes under 32 x 32 px left out (``sql/search/concept_centroid.sql``),
+  so the concept's items rank by how typical they look.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import psycopg
 from visearch.config import Settings
 from visearch.db.models import ModelRow
 from visearch.errors import InvalidRequestError, NotEmbeddedError, NotFoundError
-from visearch.resources import read_sql
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ def resolve_query_vector(
     req,
     *,
     text: str | None,
-    params: dict,
-    candidates_sql: str,
+    shape,
     settings: Settings,
 ) -> QueryVector:
-    """The query vector of ``req`` (a :class:`~visearch.search.service.SearchRequest`).
+    """The query vector of ``req`` (a :class:`~visearch.search.service.SearchRequest`);
+    ``shape`` (:class:`visearch.search.statements.Shape`) holds its resolved filters.
 
     Raises:
         InvalidRequestError: no or several query sources; text on an image-only model; an
@@ -83,18 +83,37 @@ def resolve_query_vector(
         if len(req.vector) != model.dim:
             raise InvalidRequestError(f"the query vector has {len(req.vector)} dimensions; {model.name} has {model.dim}")
         return QueryVector(_unit(req.vector), source)
-    if not params["concept_ids"]:
+    if not shape.params["concept_ids"]:
         raise InvalidRequestError(
             "nothing to search for: give text, an image, image ids, an annotation id or #concepts"
         )
-    sql = read_sql("search/concept_centroid.sql").format(candidates=candidates_sql, dim=model.dim)
-    centroid, count = conn.execute(sql, params).fetchone()
+    centroid, count = conn.execute(shape.centroid(), shape.params).fetchone()
+    if not count and shape.params.get("min_box_area"):  # only small boxes: use them after all
+        centroid, count = conn.execute(shape.centroid(), {**shape.params, "min_box_area": None}).fetchone()
     if not count:
-        raise NotEmbeddedError(
-            "no embedded items carry those concepts within the filters, so there is nothing "
-            "to average: embed the dataset first or widen the filters"
-        )
+        raise _no_concept_items(conn, model, shape.params["concept_ids"])
     return QueryVector(_unit(centroid), source)
+
+
+def _no_concept_items(conn: psycopg.Connection, model: ModelRow, concept_ids: list[int]) -> Exception:
+    """Why a #concept search had nothing to average: no image shows the concepts together, or
+    none within the filters, or their items have no vector yet."""
+    tags = " ".join("#" + r[0] for r in conn.execute(
+        "SELECT tag FROM concepts WHERE id = ANY(%s) ORDER BY array_position(%s, id)", (concept_ids, concept_ids)))
+    together = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM (SELECT image_id, concept_id FROM annotations WHERE concept_id = ANY(%(c)s)"
+        " UNION SELECT image_id, concept_id FROM image_labels WHERE concept_id = ANY(%(c)s)) t"
+        " GROUP BY image_id HAVING count(*) = cardinality(%(c)s::bigint[]))",
+        {"c": concept_ids},
+    ).fetchone()[0]
+    if not together:
+        if len(concept_ids) > 1:
+            return NotFoundError(f"no image shows {tags} together")
+        return NotFoundError(f"no image or box carries {tags}")
+    return NotEmbeddedError(
+        f"no item with {tags} within the filters has a {model.name} vector: widen the filters, "
+        "or wait for (or run) the embedding of those datasets"
+    )
 
 
 def _load(model: ModelRow, settings: Settings):

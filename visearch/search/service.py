@@ -1,37 +1,51 @@
 """The search service: one request in, ranked images or objects out.
 
-A search travels: request -> query vector (:mod:`visearch.search.query_vector`) -> one SQL
-statement that combines the filters with the vector ordering (``sql/search/rank_*.sql``) ->
-typed hits. The CLI and the HTTP API both call :func:`search`.
+A search travels: request -> one statement that resolves names, the model and what it may use
+(``sql/search/context.sql``) -> the query vector (:mod:`visearch.search.query_vector`; a
+stored item or a concept centroid is one more statement, text or an upload runs the model) ->
+one ranking statement that applies the filters and orders by cosine distance
+(``sql/search/rank_*.sql``, composed by :mod:`visearch.search.statements`) -> typed hits. So a
+search is at most three round trips to PostgreSQL. The CLI and the HTTP API both call
+:func:`search`.
 
-Exact or approximate. Before ranking, the filtered candidates are counted (cheap: it uses the
-ordinary indexes; counting stops at ``Settings.count_candidates_max``). With no filter, or with more candidates than
-``Settings.exact_search_max_candidates``, the model's HNSW index serves the ordering, with
-pgvector's iterative scans (``hnsw.iterative_scan = relaxed_order``) so that a filter does not
-leave the result short. If it still comes back with fewer rows than min(limit, candidates),
-the statement is run again exactly. A selective filter (few candidates) goes exact at once:
-exact is then both cheaper and complete. So a search returns min(limit, matches) rows, never
-fewer because of a filter; ``SearchResult.exact`` says which way it was answered.
+Exact or approximate, decided from cheap information, never by counting the candidates:
+
+* a selective concept or dataset filter (its own index says it holds at most
+  ``Settings.exact_search_max_candidates`` items; counting stops there) drives the statement
+  from that index and ranks its rows exactly: cheaper than the index and complete;
+* otherwise (no filter, or a broad one) the model's HNSW index orders the rows, with pgvector's
+  iterative scan (``hnsw.iterative_scan = relaxed_order``) so that the filters, checked per
+  row, do not leave the page short. If it still returns fewer rows than asked (a very
+  selective filter the estimate could not see, or a score bound), the same statement runs again
+  exactly (the under-fill fallback). The same happens when a search by one stored item,
+  unfiltered, does not find that item itself (its own vector is at distance 0): the graph
+  search got stuck in the wrong region (an HNSW tail failure), so its other answers are suspect;
+* no HNSW index yet (still loading): exact.
+
+So a search returns min(limit, matches) rows, never fewer because of the index;
+``SearchResult.exact`` says which way it was answered and ``SearchResult.plan`` which shape.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Sequence
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from visearch.config import Settings, get_settings
 from visearch.db.database import Database
 from visearch.db.models import ModelRow
-from visearch.db.vectors import hnsw_index_exists
-from visearch.errors import InvalidRequestError
+from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
 from visearch.search import filters
 from visearch.search.query import parse_query
-from visearch.search.query_vector import QueryVector, resolve_query_vector
-from visearch.worker.serving import Coverage, join_notes, resolve_search_model, search_coverage
+from visearch.search.query_vector import resolve_query_vector
+from visearch.search.serving import Coverage, context_params, join_notes, search_coverage
+from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, render
 
 Mode = Literal["images", "objects"]
 _KIND = {"images": "image", "objects": "object"}
@@ -64,10 +78,12 @@ class SearchRequest:
     offset: int = 0
     min_score: float | None = None
     max_score: float | None = None
-    model: str | None = None  # default: the serving model (visearch.worker.serving)
+    model: str | None = None  # default: the serving model (visearch.search.serving)
     exact: bool | None = None
     #: a query vector given as is, (dim,) floats, renormalised (visearch.curation.refine)
     vector: Sequence[float] | None = None
+    #: with image_ids / annotation_id: leave the query's own items out of the results
+    exclude_query_items: bool = False
 
 
 @dataclass
@@ -100,16 +116,21 @@ class SearchResult:
     model: str
     query_source: str  # text | image | image_ids | annotation | concepts
     hits: list  # ImageHit or ObjectHit, best first
-    exact: bool  # True: exact scan; False: HNSW index (approximate)
-    #: items passing the filters (before score range and limit), counted up to
-    #: Settings.count_candidates_max: when candidates_capped, there are at least this many
+    exact: bool  # True: exact ranking; False: HNSW index (approximate)
+    #: items passing the filters, when the search knows it: the ranking came back with fewer
+    #: than limit + offset rows (then it ranked all of them). Otherwise nothing was counted and
+    #: ``candidates_capped`` is true: there are at least this many.
     candidates: int
     note: str | None = None  # why fewer than `limit` hits came back, or that coverage is partial
-    #: None: every item of the searched datasets has a vector for the model. Otherwise the
-    #: search ranked only `coverage.ready` of `coverage.total` items (embeddings still being
-    #: prepared, or failed), and `note` says so. See visearch.worker.serving.
+    #: None: every item of the searched datasets has a vector for the model (or only failed
+    #: items lack one and the page is full). Otherwise the search ranked only `coverage.ready`
+    #: of `coverage.total` items, and `note` says so. See visearch.search.serving.
     coverage: Coverage | None = None
     candidates_capped: bool = False
+    #: the statement's shape: hnsw | scan | by_concept | by_dataset (visearch.search.statements)
+    plan: str = ""
+    #: the ranking statement as run, runnable in psql (only with ``search(..., show_sql=True)``)
+    sql: str | None = None
 
 
 def _validate(req: SearchRequest) -> None:
@@ -129,109 +150,241 @@ def _validate(req: SearchRequest) -> None:
         raise InvalidRequestError("crop_xywh applies to an uploaded image; none was given")
 
 
-def search(db: Database, req: SearchRequest, settings: Settings | None = None) -> SearchResult:
+@dataclass
+class Context:
+    """What ``sql/search/context.sql`` resolved for one request."""
+
+    model: ModelRow
+    dataset_ids: list[int] | None  # named datasets, else None (every enabled one)
+    searched_ids: list[int]  # the datasets searched
+    all_enabled: bool  # no dataset has AI search disabled
+    concept_ids: list[int]
+    exclude_concept_ids: list[int]
+    has_queued: bool
+    has_failed: bool
+    has_index: bool
+    concept_size: int | None  # items of the smallest required concept, counted up to cap + 1
+    dataset_size: int | None  # items of the named datasets, counted up to cap + 1
+
+
+@contextmanager
+def _autocommit(conn: psycopg.Connection):
+    """Run reads without psycopg's implicit BEGIN (a round trip of its own); restore after."""
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()  # a ranking transaction that failed half-way
+        conn.autocommit = False
+
+
+def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, *,
+                    kind: str, needs_text: bool) -> Context:
+    """Run ``sql/search/context.sql`` for ``req``; raise the request's errors.
+
+    Raises:
+        NotFoundError: unknown model (naming the known ones), dataset or concept.
+        InvalidRequestError: a named dataset has AI search disabled.
+    """
+    parsed = parse_query(req.query) if req.query else None
+    # terms as typed; the database's concept_tag() turns them into tags (sql/search/context.sql)
+    required = [*(parsed.concepts if parsed else ()), *(t.lstrip("#") for t in req.concepts)]
+    excluded = [t.lstrip("#") for t in req.exclude_concepts]
+    params = context_params(
+        model_name=req.model or None, fallback_model=settings.model, needs_text=needs_text, kind=kind,
+        dataset_names=list(req.datasets) if req.datasets else None, concept_terms=required,
+        exclude_terms=excluded, cap=settings.exact_search_max_candidates,
+    )
+    # prepared: the plan barely depends on the values, and this runs on every search
+    row = conn.execute(read_sql("search/context.sql"), params, prepare=True).fetchone()
+    (model_id, name, dim, embeds_text, is_active, dataset_ids, disabled, all_enabled, searched_ids,
+     concept_ids, concepts_found, exclude_ids, excludes_found, has_queued, has_failed, has_index,
+     concept_size, dataset_size) = row
+    if model_id is None and req.model:
+        canonical = _canonical_model_name(req.model)
+        if canonical != req.model:  # another spelling of a stored model ("openclip")
+            return resolve_context(conn, _replace(req, model=canonical), settings, kind=kind, needs_text=needs_text)
+        known = [r[0] for r in conn.execute("SELECT name FROM embedding_models ORDER BY id")]
+        raise NotFoundError(f"unknown model {req.model!r}; known models: {', '.join(known) or 'none'}")
+    if model_id is None:
+        known = [r[0] for r in conn.execute("SELECT name FROM embedding_models ORDER BY id")]
+        raise NotFoundError(
+            f"no vectors for model {settings.model!r} yet: run `visearch embed --model {settings.model}`"
+            + (f" (models with vectors: {', '.join(known)})" if known else ""))
+    if dataset_ids is not None and (None in dataset_ids or disabled):
+        filters.resolve_dataset_ids(conn, req.datasets)  # raises with the names and the hint
+    if not concepts_found:
+        filters.resolve_concept_ids(conn, required)  # raises, suggesting close tags
+    if not excludes_found:
+        filters.resolve_concept_ids(conn, excluded)
+    return Context(
+        model=ModelRow(model_id, name, dim, embeds_text, is_active), dataset_ids=dataset_ids,
+        searched_ids=searched_ids or [], all_enabled=all_enabled, concept_ids=concept_ids or [],
+        exclude_concept_ids=exclude_ids or [], has_queued=has_queued, has_failed=has_failed,
+        has_index=has_index, concept_size=concept_size, dataset_size=dataset_size,
+    )
+
+
+def _canonical_model_name(name: str) -> str:
+    if not name.startswith("openclip"):
+        return name  # only openclip has other spellings; no need to import the model registry
+    from visearch.embedding.registry import canonical_name
+
+    try:
+        return canonical_name(name)
+    except ValueError:
+        return name
+
+
+def _replace(req: SearchRequest, **changes) -> SearchRequest:
+    import dataclasses
+
+    return dataclasses.replace(req, **changes)
+
+
+def plan_search(ctx: Context, req: SearchRequest, kind: str, settings: Settings) -> Shape:
+    """The statement shape for ``req`` (see the module docs) and its bound parameters."""
+    drivers = []
+    if ctx.concept_size is not None:
+        drivers.append((ctx.concept_size, "by_concept"))
+    if ctx.dataset_size is not None:
+        drivers.append((ctx.dataset_size, "by_dataset"))
+    smallest = min(drivers) if drivers else None
+    if req.exact is False:
+        driver = "hnsw"
+    elif req.exact is True or not ctx.has_index:
+        driver = smallest[1] if smallest else "scan"
+    elif smallest and smallest[0] <= settings.exact_search_max_candidates:
+        driver = smallest[1]
+    else:
+        driver = "hnsw"
+    dataset_ids = ctx.dataset_ids if ctx.dataset_ids is not None else (None if ctx.all_enabled else ctx.searched_ids)
+    params = {
+        "model_id": ctx.model.id,
+        "dataset_ids": dataset_ids,
+        "concept_ids": ctx.concept_ids,
+        "exclude_concept_ids": ctx.exclude_concept_ids,
+        "metadata": Jsonb(req.metadata) if req.metadata else None,
+        "created_from": req.created_from,
+        "created_to": req.created_to,
+        "min_distance": 1 - req.max_score if req.max_score is not None else None,
+        "query_image_ids": list(dict.fromkeys(req.image_ids)) or None,
+        "query_annotation_id": req.annotation_id,
+        "min_box_area": MIN_CENTROID_BOX_AREA if kind == "object" else None,
+    }
+    return Shape(kind, driver, ctx.model.dim, params, exclude_query_items=req.exclude_query_items)
+
+
+def search(db: Database, req: SearchRequest, settings: Settings | None = None, *,
+           show_sql: bool = False) -> SearchResult:
     """Run one search.
+
+    Args:
+        show_sql: also return the ranking statement as run (``SearchResult.sql``), with its
+            parameters written in, runnable as-is in psql.
 
     Raises:
         InvalidRequestError: bad parameters, no or several query sources, a text query on an
-            image-only model, an undecodable query image or bad crop box.
-        NotEmbeddedError: the query image/annotation has no vector for the model yet.
+            image-only model, an undecodable query image or bad crop box, a named dataset with
+            AI search disabled.
+        NotEmbeddedError: the query image/annotation has no vector for the model yet; no item
+            carries the #concepts (together) to average.
         NotFoundError: unknown image/annotation id, dataset, concept or model.
 
-    Model: ``req.model``, else the *serving model*: the most recently activated active model
-    that has embedded all of the searched datasets (else the one with the fewest items left;
-    ``Settings.model`` when no model is active). While the searched datasets still
-    have items without a vector for the model, the search answers from those that have one and
-    reports it in ``SearchResult.coverage`` and ``note`` (see :mod:`visearch.worker.serving`).
+    Model: ``req.model``, else the serving model (:mod:`visearch.search.serving`). While the
+    searched datasets still have items without a vector for the model, the search answers from
+    those that have one and reports it in ``SearchResult.coverage`` and ``note``.
     """
     settings = settings or get_settings()
     _validate(req)
     text = parse_query(req.query).text if req.query else None
     kind = _KIND[req.mode]
-    with db.pooled() as conn:
-        dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
-        model = resolve_search_model(conn, req.model, settings, dataset_ids=dataset_ids, needs_text=bool(text))
-        coverage = search_coverage(conn, model, kind, dataset_ids)
-        params = filters.request_params(conn, req, model.id, dataset_ids)
-        candidates_sql = read_sql(f"search/{kind}_candidates.sql")
-        qv = resolve_query_vector(
-            conn, model, kind, req, text=text, params=params, candidates_sql=candidates_sql,
-            settings=settings,
-        )
-        cap = max(settings.count_candidates_max, req.limit + req.offset + 1)
-        candidates = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM ({candidates_sql}) AS c LIMIT %(count_cap)s) AS capped",
-            {**params, "count_cap": cap},
-        ).fetchone()[0]
-        exact = _choose_exact(conn, req, kind, model, params, candidates, settings)
-        wanted = min(req.limit + req.offset, candidates)
-        rows = _rank(conn, kind, model, qv, params, req, exact=exact, settings=settings)
-        if not exact and len(rows) < wanted:
-            # the index under-filled (very selective filter or score bound): answer exactly
-            rows = _rank(conn, kind, model, qv, params, req, exact=True, settings=settings)
+    wanted = req.limit + req.offset
+    with db.pooled() as conn, _autocommit(conn):
+        ctx = resolve_context(conn, req, settings, kind=kind, needs_text=bool(text))
+        shape = plan_search(ctx, req, kind, settings)
+        qv = resolve_query_vector(conn, ctx.model, kind, req, text=text, shape=shape, settings=settings)
+        shape.params["query"] = qv.vector
+        exact = shape.exact
+        rows = _rank(conn, shape, wanted, settings, exact=exact)
+        if not exact and (len(rows) < wanted or _lost_itself(shape, req, rows)):
+            # the index under-filled (very selective filter or score bound), or missed the query
+            # item itself (an HNSW tail failure: the rest of the answer is suspect too): exact
             exact = True
-        conn.rollback()
+            rows = _rank(conn, shape, wanted, settings, exact=True)
+        coverage = search_coverage(
+            conn, ctx.model, kind, ctx.dataset_ids, has_queued=ctx.has_queued,
+            has_failed=ctx.has_failed, page_full=len(rows) >= wanted,
+        )
+        sql_text = None
+        if show_sql:
+            ef = None if exact else _ef_search(settings, wanted)
+            sql_text = render(conn, shape.rank(exact=exact), {**shape.params, "limit": wanted},
+                              None if exact else hnsw_settings(ef, settings.hnsw_max_scan_tuples))
     ranked = len(rows)
+    short = ranked < wanted
     if req.min_score is not None:
         rows = [r for r in rows if r[1] >= req.min_score]
     rows = rows[req.offset :]
     hits = [_image_hit(r) if kind == "image" else _object_hit(r) for r in rows]
     result = SearchResult(
-        mode=req.mode, model=model.name, query_source=qv.source, hits=hits, exact=exact,
-        candidates=candidates, coverage=coverage, candidates_capped=candidates >= cap,
-        note=join_notes(coverage.note(model.name) if coverage else None,
-                        _shortfall_note(req, candidates, ranked, len(hits))),
+        mode=req.mode, model=ctx.model.name, query_source=qv.source, hits=hits, exact=exact,
+        candidates=ranked, candidates_capped=not short or req.max_score is not None,
+        coverage=coverage, plan=shape.driver if exact == shape.exact else "scan", sql=sql_text,
+        note=join_notes(coverage.note(ctx.model.name) if coverage else None,
+                        _shortfall_note(req, ranked, short, len(hits))),
     )
-    # The unit query vector, for callers that compute more over the same query (the HTTP API's
-    # score histogram). An attribute, not a field: asdict() and `search --json` stay small.
+    # The unit query vector and the resolved shape, for callers that compute more over the same
+    # query (the HTTP API's score histogram). Attributes, not fields: asdict() stays small.
     result.query_vector = qv.vector
+    result.shape = shape
     return result
 
 
-def _choose_exact(conn, req, kind, model: ModelRow, params, candidates, settings) -> bool:
-    if req.exact is not None:
-        return req.exact
-    if not hnsw_index_exists(conn, kind, model.id):
-        return True  # still loading: there is no index to use yet
-    return filters.is_filtered(params) and candidates <= settings.exact_search_max_candidates
+def _lost_itself(shape: Shape, req: SearchRequest, rows: list) -> bool:
+    """A search by one stored item with nothing that could filter that item out, whose HNSW
+    answer does not contain the item (its own vector, at distance 0, must come first): the graph
+    search got stuck far from the query, and its other answers are no better."""
+    p = shape.params
+    unfiltered = not (p["dataset_ids"] is not None or p["concept_ids"] or p["exclude_concept_ids"]
+                      or p["metadata"] is not None or p["created_from"] or p["created_to"]
+                      or p["min_distance"] is not None or req.exclude_query_items)
+    if not unfiltered or req.offset:
+        return False
+    if len(set(req.image_ids)) == 1 and shape.kind == "image":
+        return req.image_ids[0] not in {r[0] for r in rows}
+    if req.annotation_id is not None and shape.kind == "object":
+        return req.annotation_id not in {r[0] for r in rows}
+    return False
 
 
-def rank_sql(kind: str, dim: int, *, exact: bool) -> str:
-    """The ranking statement for ``kind`` ('image' | 'object'), exact or served by HNSW."""
-    distance = (
-        "(c.embedding <=> %(query)s::vector)"
-        if exact
-        else f"(c.embedding::vector({dim:d}) <=> %(query)s::vector({dim:d}))"
-    )
-    return read_sql(f"search/rank_{kind}s.sql").format(
-        candidates=read_sql(f"search/{kind}_candidates.sql"), distance=distance
-    )
+def _ef_search(settings: Settings, limit: int) -> int:
+    return min(1000, max(settings.hnsw_ef_search, limit))
 
 
-def _rank(conn: psycopg.Connection, kind, model: ModelRow, qv: QueryVector, params, req, *, exact, settings):
-    sql = rank_sql(kind, model.dim, exact=exact)
-    limit = req.limit + req.offset
-    min_distance = 1 - req.max_score if req.max_score is not None else None
-    with conn.transaction():
-        if not exact:  # transaction-local pgvector settings, in one round trip
-            conn.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true),"
-                " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                " set_config('hnsw.max_scan_tuples', %s, true)",
-                (str(min(1000, max(settings.hnsw_ef_search, limit))), str(settings.hnsw_max_scan_tuples)),
-            )
-        rows = conn.execute(
-            sql,
-            {**params, "query": qv.vector, "limit": limit, "min_distance": min_distance},
-        ).fetchall()
-    return rows
+def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool) -> list:
+    """Run the ranking statement: one round trip (an HNSW ranking sends its transaction-local
+    pgvector settings in the same pipeline)."""
+    params = {**shape.params, "limit": limit}
+    statement = shape.rank(exact=exact)
+    if exact:
+        return conn.execute(statement, params).fetchall()
+    config = hnsw_settings(_ef_search(settings, limit), settings.hnsw_max_scan_tuples)
+    with conn.pipeline():
+        conn.execute("BEGIN")
+        conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
+                     [v for pair in config for v in pair])
+        cur = conn.execute(statement, params)
+        conn.execute("COMMIT")
+    return cur.fetchall()
 
 
-def _shortfall_note(req: SearchRequest, candidates: int, ranked: int, returned: int) -> str | None:
+def _shortfall_note(req: SearchRequest, ranked: int, short: bool, returned: int) -> str | None:
     if returned >= req.limit:
         return None
-    if candidates < req.limit + req.offset:
-        return f"the filters match {candidates} items"
+    if short and req.max_score is None:
+        return f"the filters match {ranked} items"
     if req.min_score is not None and returned < ranked - req.offset:
         return f"min_score {req.min_score} cut {ranked - req.offset - returned} of the best matches"
     if req.max_score is not None:

@@ -4,7 +4,8 @@
   APScheduler job that drains the embedding queue (:func:`visearch.embed.embed_pending`) on an
   interval and at once when PostgreSQL notifies ``visearch_embedding_queue``.
 * :mod:`visearch.worker.cli` -- the ``worker``, ``status``, ``dataset`` and ``model`` commands.
-* :mod:`visearch.worker.serving` -- which model answers a search, and the coverage note.
+(Which model answers a search, and the coverage note, live in the search layer:
+:mod:`visearch.search.serving`.)
 
 The worker uses the services (:mod:`visearch.admin` for datasets, models and
 ``models_to_embed``; :mod:`visearch.status` for ``visearch status``); no service imports the

@@ -108,7 +108,7 @@ def _to_request(body: SearchBody, image: bytes | None) -> SearchRequest:
         exclude_concepts=tuple(body.exclude_concepts), datasets=tuple(body.datasets),
         metadata=body.metadata or {}, created_from=body.created_from, created_to=body.created_to,
         limit=body.limit, min_score=body.min_score, max_score=body.max_score, model=body.model,
-        exact=body.exact,
+        exact=body.exact, exclude_query_items=body.exclude_query_items,
     )
 
 

@@ -1,0 +1,196 @@
+"""The SQL of a search, composed with :mod:`psycopg.sql` from ``sql/search/*.sql``.
+
+A search ranks with one statement (``rank_images.sql`` / ``rank_objects.sql``) whose shape
+depends on its filters, so that the planner can use the right index
+(``sql/search/fragments.sql`` holds the pieces):
+
+* ``hnsw``: the model's vectors in HNSW order (``e.embedding::vector(dim) <=> q``), the filters
+  checked per row; pgvector's iterative scan keeps reading the index until ``limit`` rows pass.
+  For no filter or a broad one.
+* ``by_concept`` / ``by_dataset``: a selective filter's own index (``annotations_concept`` and
+  ``image_labels_concept``; ``images_dataset_external_id``) gives the few candidates, each
+  vector is fetched by primary key and ranked exactly. For a filter small enough that exact is
+  both cheaper and complete.
+* ``scan``: every vector of the model, exact (``exact=True`` without a selective filter, or no
+  HNSW index yet).
+
+Only the fragments a request uses go into the statement: the planner sees the filters there
+are, and ``visearch search --show-sql`` prints something a person can read and run in psql.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from visearch.resources import read_sql
+
+#: Boxes smaller than this (px², COCO's "small" objects: 32 x 32) stay out of a concept's centroid.
+MIN_CENTROID_BOX_AREA = 32 * 32
+
+_COMMENT = re.compile(r"^\s*--.*$", re.MULTILINE)
+
+
+@lru_cache(maxsize=None)
+def template(name: str) -> str:
+    """``sql/search/<name>.sql`` without its comment lines (they mention the {placeholders})."""
+    text = _COMMENT.sub("", read_sql(f"search/{name}.sql"))
+    return "\n".join(line for line in text.splitlines() if line.strip())
+
+
+@lru_cache(maxsize=None)
+def fragments() -> dict[str, str]:
+    """The named blocks of ``sql/search/fragments.sql`` (``-- name: X`` headers)."""
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in read_sql("search/fragments.sql").splitlines():
+        if line.startswith("-- name:"):
+            current = line.split(":", 1)[1].strip()
+            out[current] = []
+        elif current and not line.lstrip().startswith("--"):
+            out[current].append(line)
+    return {name: "\n".join(lines).strip("\n") for name, lines in out.items()}
+
+
+def fragment(name: str, **parts: sql.Composable) -> sql.Composed:
+    return sql.SQL(fragments()[name]).format(**parts)
+
+
+@dataclass
+class Shape:
+    """How one search's candidates are read: ``source`` (FROM) and ``filters`` (ANDed).
+
+    Attributes:
+        kind: ``'image'`` | ``'object'``.
+        driver: ``'hnsw'`` | ``'scan'`` | ``'by_concept'`` | ``'by_dataset'`` (module docs).
+        dim: the model's vector dimension (the HNSW index's expression).
+        params: the bound parameters every fragment may use.
+    """
+
+    kind: str
+    driver: str
+    dim: int
+    params: dict[str, Any] = field(default_factory=dict)
+    #: leave the query's own stored items out of the ranking (the histogram always does)
+    exclude_query_items: bool = False
+
+    def _as(self, driver: str) -> "Shape":
+        return Shape(self.kind, driver, self.dim, self.params, self.exclude_query_items)
+
+    @property
+    def exact(self) -> bool:
+        return self.driver != "hnsw"
+
+    def distance(self, *, exact: bool | None = None) -> sql.Composed:
+        exact = self.exact if exact is None else exact
+        if exact:
+            return fragment("distance_exact")
+        return fragment("distance_hnsw", dim=sql.Literal(self.dim))
+
+    def _needs_row_details(self) -> bool:
+        p = self.params
+        return bool(
+            p.get("dataset_ids") is not None or p.get("metadata") is not None or p.get("created_from")
+            or p.get("created_to") or (self.kind == "object" and (p.get("concept_ids") or p.get("exclude_concept_ids")))
+        )
+
+    def source(self, *, sample: bool = False) -> sql.Composed:
+        sample_sql = fragment("sample") if sample else sql.SQL("")
+        if self.driver in ("by_concept", "by_dataset"):
+            return fragment(f"{self.kind}_{self.driver}")
+        name = f"{self.kind}_all_with_{'image' if self.kind == 'image' else 'box'}"
+        if not self._needs_row_details():
+            name = f"{self.kind}_all"
+        return fragment(name, sample=sample_sql)
+
+    def filters(self, *, exact: bool | None = None, min_distance: bool = True,
+                exclude_query_items: bool = True, centroid: bool = False) -> sql.Composed:
+        p = self.params
+        image_id = sql.SQL("e.image_id" if self.kind == "image" else "a.image_id")
+        parts: list[sql.Composable] = []
+        if p.get("dataset_ids") is not None:
+            parts.append(fragment("in_datasets"))
+        concepts = p.get("concept_ids") or []
+        if self.kind == "image":
+            if concepts and self.driver != "by_concept":
+                parts.append(fragment("image_shows_concepts", image_id=image_id))
+            if p.get("exclude_concept_ids"):
+                parts.append(fragment("image_shows_none", image_id=image_id))
+        else:
+            if concepts:
+                parts.append(fragment("box_concept"))
+                if len(concepts) > 1:
+                    parts.append(fragment("image_shows_concepts", image_id=image_id))
+            if p.get("exclude_concept_ids"):
+                parts.append(fragment("box_not_excluded"))
+        for name in ("metadata", "created_from", "created_to"):
+            if p.get(name) is not None:
+                parts.append(fragment(name))
+        if centroid and p.get("min_box_area"):
+            parts.append(fragment("min_box_area"))
+        if min_distance and p.get("min_distance") is not None:
+            parts.append(fragment("min_distance", distance=self.distance(exact=exact)))
+        if exclude_query_items:
+            if p.get("query_image_ids"):
+                parts.append(fragment("not_query_images"))
+            if p.get("query_annotation_id") is not None:
+                parts.append(fragment("not_query_box"))
+        if not parts:
+            return sql.SQL("true")
+        return sql.SQL("\n      AND ").join(parts)
+
+    def rank(self, *, exact: bool | None = None) -> sql.Composed:
+        """The ranking statement (``rank_<kind>s.sql``); ``exact`` overrides the driver's form
+        (the under-fill fallback ranks the same candidates exactly)."""
+        exact = self.exact if exact is None else exact
+        source = self._as("scan") if exact and self.driver == "hnsw" else self
+        return sql.SQL(template(f"rank_{self.kind}s")).format(
+            source=source.source(), distance=self.distance(exact=exact),
+            filters=source.filters(exact=exact, exclude_query_items=self.exclude_query_items),
+        )
+
+    def centroid(self) -> sql.Composed:
+        """The #concept centroid statement (``concept_centroid.sql``) over these candidates."""
+        image_id = sql.SQL("e.image_id" if self.kind == "image" else "a.image_id")
+        src = self._as("by_concept")  # a centroid needs concepts: their index drives it
+        return sql.SQL(template("concept_centroid")).format(
+            source=src.source(), filters=src.filters(min_distance=False, centroid=True), dim=sql.Literal(self.dim),
+            image_id=image_id,
+        )
+
+    def histogram(self, *, sample: bool) -> sql.Composed:
+        """The score histogram statement (``score_histogram.sql``) over these candidates, the
+        query's own items counted apart; ``sample``: read a TABLESAMPLE of the vector table."""
+        src = self._as("scan") if self.driver == "hnsw" else self
+        if self.params.get("query_image_ids"):
+            is_query = fragment("is_query_image")
+        elif self.params.get("query_annotation_id") is not None:
+            is_query = fragment("is_query_box")
+        else:
+            is_query = sql.SQL("false")
+        return sql.SQL(template("score_histogram")).format(
+            source=src.source(sample=sample), is_query=is_query,
+            filters=src.filters(min_distance=False, exclude_query_items=False),
+        )
+
+
+def hnsw_settings(ef_search: int, max_scan_tuples: int) -> list[tuple[str, str]]:
+    """pgvector's settings for an HNSW ranking (transaction-local, set with the statement)."""
+    return [("hnsw.ef_search", str(ef_search)), ("hnsw.iterative_scan", "relaxed_order"),
+            ("hnsw.max_scan_tuples", str(max_scan_tuples))]
+
+
+def render(conn: psycopg.Connection, statement: sql.Composable, params: dict[str, Any],
+           settings: list[tuple[str, str]] | None = None) -> str:
+    """The statement with its parameters written in as literals, runnable as-is in psql; with
+    ``settings`` (``hnsw_settings``), wrapped in a transaction that sets them first."""
+    text = psycopg.ClientCursor(conn).mogrify(statement, params)
+    if not settings:
+        return text.rstrip() + ";\n"
+    head = "".join(f"SET LOCAL {name} = {value};\n" for name, value in settings)
+    return f"BEGIN;\n{head}{text.rstrip()};\nCOMMIT;\n"
