@@ -139,7 +139,7 @@ def fetch_candidate_vectors(conn, cands) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     dim = cands.model.dim
     select = read_sql("curation/candidate_vectors.sql").format(
-        candidates=cands.sql, dim=dim, item_id="annotation_id" if cands.kind == "object" else "image_id")
+        candidates=cands.sql, dim=dim)
     sql = f"COPY ({select.strip()}) TO STDOUT (FORMAT BINARY)"
     chunks = []
     with conn.cursor() as cur:

@@ -13,7 +13,6 @@ import psycopg
 
 from visearch.config import Settings
 from visearch.db.models import ModelRow
-from visearch.resources import read_sql
 
 KIND = {"images": "image", "objects": "object"}
 
@@ -22,7 +21,7 @@ KIND = {"images": "image", "objects": "object"}
 class Candidates:
     model: ModelRow
     kind: str  # 'image' | 'object'
-    sql: str  # a SELECT with columns (item id, embedding, ...): sql/search/<kind>_candidates.sql
+    sql: str  # a SELECT of (item_id, image_id, embedding): sql/search/candidates.sql, rendered
     params: dict[str, Any]  # its named parameters
 
 
@@ -34,11 +33,12 @@ def filtered_candidates(conn: psycopg.Connection, req, settings: Settings) -> Ca
     Raises:
         NotFoundError: unknown dataset, concept or model. InvalidRequestError: bad filters.
     """
-    from visearch.search import filters
-    from visearch.search.serving import resolve_search_model
+    import dataclasses
+
+    from visearch.search.service import plan_search, resolve_context
 
     kind = KIND[req.mode]
-    dataset_ids = filters.resolve_dataset_ids(conn, req.datasets)
-    model = resolve_search_model(conn, req.model, settings, dataset_ids=dataset_ids, needs_text=False)
-    params = filters.request_params(conn, req, model.id, dataset_ids)
-    return Candidates(model=model, kind=kind, sql=read_sql(f"search/{kind}_candidates.sql"), params=params)
+    ctx = resolve_context(conn, req, settings, kind=kind, needs_text=False)
+    # exact: the candidates themselves, never an HNSW ordering of them
+    shape = plan_search(ctx, dataclasses.replace(req, exact=True), kind, settings)
+    return Candidates(model=ctx.model, kind=kind, sql=shape.candidates().as_string(conn), params=shape.params)

@@ -154,6 +154,21 @@ class Shape:
             filters=source.filters(exact=exact, exclude_query_items=self.exclude_query_items),
         )
 
+    def candidates(self) -> sql.Composed:
+        """Every item passing the filters, unranked (``candidates.sql``): columns ``item_id``
+        (image or annotation id), ``image_id``, ``embedding``. Read from the filter's own index
+        when it drives (``by_concept``/``by_dataset``), else from the model's vectors."""
+        src = self._as("scan") if self.driver == "hnsw" else self
+        if self.kind == "image":
+            item_id, image_id, source = sql.SQL("e.image_id"), sql.SQL("e.image_id"), src.source()
+        else:  # a box's image id needs the annotation row, whatever the filters
+            item_id, image_id = sql.SQL("e.annotation_id"), sql.SQL("a.image_id")
+            source = fragment("object_all_with_box", sample=sql.SQL("")) if src.driver == "scan" else src.source()
+        return sql.SQL(template("candidates")).format(
+            item_id=item_id, image_id=image_id, source=source,
+            filters=src.filters(min_distance=False, exclude_query_items=False),
+        )
+
     def centroid(self) -> sql.Composed:
         """The #concept centroid statement (``concept_centroid.sql``) over these candidates."""
         image_id = sql.SQL("e.image_id" if self.kind == "image" else "a.image_id")
