@@ -187,7 +187,7 @@ def test_export_a_collection_as_coco_and_csv_and_remove_items(two_datasets, clie
 def test_the_console_page_is_public_and_asks_for_a_key_the_api_is_not(db, settings):
     """With API keys the page and its files load without one (the page then asks for the key
     and sends it as X-API-Key); every /v1 call still needs it."""
-    keyed = settings.model_copy(update={"api_keys": ["alice=s3cret"]})
+    keyed = settings.model_copy(update={"api_keys": ["alice:s3cret-0123456789abcdef"]})
     with TestClient(create_app(keyed, db)) as c:
         page = c.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -196,8 +196,8 @@ def test_the_console_page_is_public_and_asks_for_a_key_the_api_is_not(db, settin
         assert c.get("/console/static/console.js").status_code == 200
         assert c.get("/console/static/console.css").status_code == 200
         assert c.get("/v1/datasets").status_code == 401
-        assert c.get("/v1/datasets", headers={"X-API-Key": "s3cret"}).status_code == 200
-        assert c.get("/v1/concepts", headers={"X-API-Key": "s3cret"}).json() == []
+        assert c.get("/v1/datasets", headers={"X-API-Key": "s3cret-0123456789abcdef"}).status_code == 200
+        assert c.get("/v1/concepts", headers={"X-API-Key": "s3cret-0123456789abcdef"}).json() == []
         assert "/console" not in c.get("/schema/openapi.json").text  # the page is no API
 
 

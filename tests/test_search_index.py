@@ -221,6 +221,7 @@ _CLI_OF_API = {
     "metadata": "--metadata", "created_from": "--created-from", "created_to": "--created-to",
     "min_score": "--min-score", "max_score": "--max-score", "limit": "--limit", "model": "--model",
     "exact": "--exact", "exclude_query_items": "--exclude-query-items",
+    "diversity": "--mmr", "expand": "--expand", "positive_ids": "--positive", "negative_ids": "--negative",
 }
 # query is the CLI's argument; depth and histogram_bins shape the HTTP API's kept collection
 _API_ONLY = {"query", "depth", "histogram_bins"}

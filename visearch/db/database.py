@@ -11,6 +11,7 @@ import atexit
 import logging
 import re
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -26,6 +27,22 @@ log = logging.getLogger(__name__)
 
 MIN_SERVER_VERSION = 140000
 MIN_PGVECTOR = (0, 8, 0)
+
+
+#: A pooled connection idle longer than this is checked before it is handed out (seconds).
+CHECK_IDLE_SECONDS = 1.0
+
+
+def _stamp_returned(conn: psycopg.Connection) -> None:
+    """Pool ``reset`` callback: note when the connection came back."""
+    conn._visearch_returned_at = time.monotonic()
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    """Pool ``check`` callback: a round trip only for a connection idle for a while."""
+    returned = getattr(conn, "_visearch_returned_at", None)
+    if returned is None or time.monotonic() - returned > CHECK_IDLE_SECONDS:
+        ConnectionPool.check_connection(conn)
 
 
 class DatabaseSetupError(RuntimeError):
@@ -64,8 +81,10 @@ class Database:
         :meth:`connect`; committed when the block succeeds, rolled back when it raises. Never
         LISTEN on it.
 
-        Each connection is checked on checkout (a round trip of ~0.1 ms): one left broken by a
-        database restart is replaced, never handed out. While the database is down, calls fail
+        A connection idle for more than :data:`CHECK_IDLE_SECONDS` is checked on checkout (a
+        round trip): one left broken by a database restart is replaced, never handed out. One
+        used moments ago is handed out unchecked, so a busy server spends no round trip per
+        request on it (a search takes at most three); a restart takes longer than that. While the database is down, calls fail
         fast with :class:`psycopg.OperationalError` (the HTTP API answers 503); the first call
         that finds it back replaces the pool, whose own reconnection attempts back off for up to
         minutes, so no request fails once the database is up again.
@@ -116,7 +135,8 @@ class Database:
                     max_size=self.pool_max_size,
                     kwargs={"prepare_threshold": None},
                     configure=register_vector,
-                    check=ConnectionPool.check_connection,
+                    check=_check_if_idle,
+                    reset=_stamp_returned,
                     timeout=self.pool_timeout,
                     open=True,
                     name="visearch",

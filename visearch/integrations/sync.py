@@ -22,7 +22,7 @@ import psycopg
 from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.errors import InvalidRequestError, NotFoundError
-from visearch.ingest.writer import bbox_problem, ensure_concepts, ensure_dataset, ImagePipeline
+from visearch.ingest.writer import ImagePipeline, ensure_concepts, ensure_dataset
 from visearch.integrations.base import AnnotationTool, SyncReport, ToolBox, ToolTask
 from visearch.resources import read_sql
 
@@ -168,20 +168,27 @@ def _link_new_tasks(db, tool, project_id, dataset, new: list[ToolTask], settings
     report.images_added += ingest.images_added
 
 
+class _Probe(Exception):
+    """Rolls back a probe insert (:func:`_valid_boxes`)."""
+
+
 def _valid_boxes(conn, boxes: list[ToolBox], rejects) -> list[ToolBox]:
-    """Boxes the database would accept (visearch's one box rule, :func:`bbox_problem`)."""
-    if not boxes:
-        return []
-    sizes = dict((int(i), (int(w), int(h))) for i, w, h in conn.execute(
-        "SELECT id, width, height FROM images WHERE id = ANY(%s)", (list({b.image_id for b in boxes}),)))
+    """Boxes the database accepts. Each is tried in a savepoint that is then rolled back, so the
+    database's own constraints on ``annotations`` (0001_core.sql) stay visearch's one box rule;
+    a refused box is a reject with the database's reason and the others go in."""
     ok = []
     for b in boxes:
-        w, h = sizes[b.image_id]
-        problem = bbox_problem(list(b.bbox_xywh), w, h)
-        if problem:
-            rejects.append((b.task_id, f"box {b.external_id}: {problem}"))
-        else:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO annotations (image_id, bbox_x, bbox_y, bbox_w, bbox_h, source)"
+                    " VALUES (%s, %s, %s, %s, %s, 'visearch-probe')", (b.image_id, *b.bbox_xywh))
+                raise _Probe
+        except _Probe:
             ok.append(b)
+        except (psycopg.errors.CheckViolation, psycopg.errors.NumericValueOutOfRange) as exc:
+            reason = exc.diag.message_primary or str(exc)
+            rejects.append((b.task_id, f"box {b.external_id}: {reason}"))
     return ok
 
 

@@ -18,7 +18,7 @@ from msgspec import Meta, Struct
 from visearch.collections import get_collection, record_search
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.http import convert
-from visearch.http.deps import DB, AppSettings
+from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import MAX_ID, Id, ResultItem, SearchBody, SearchResponse
 
@@ -197,7 +197,7 @@ class CurationController(Controller):
     @post("/v1/collections/{collection_id:int}/feedback", sync_to_thread=True, status_code=200,
           opt={"role": "read"}, summary="Search again with items marked + / -",
           responses=error_responses(400, 401, 404, 422))
-    def feedback(self, request: Request, db: DB, settings: AppSettings, collection_id: CollectionId,
+    def feedback(self, request: Request, db: DB, reads: Reads, settings: AppSettings, collection_id: CollectionId,
                  data: JSONBody[FeedbackBody]) -> SearchResponse:
         """Relevance feedback (Rocchio 1971) on a search's collection: the items at
         `positive_ranks` pull the query towards them, those at `negative_ranks` push it away;
@@ -232,4 +232,4 @@ class CurationController(Controller):
             if not positives:
                 raise InvalidRequestError("this search was by an uploaded image, which is not kept: mark "
                                           "at least one item positive")
-        return _run(db, settings, request.user, body, None)
+        return _run(db, reads, settings, request.user, body, None)

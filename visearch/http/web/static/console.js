@@ -530,10 +530,26 @@ const Console = (() => {
     $("#show-limit").addEventListener("input", renderGrid);
   }
 
+  // The query's own stored items ("more like this") are not on the chart: the API's histogram
+  // leaves them out. The grid shows them while the band spans the whole chart, not in a band.
+  function isQueryItem(it) {
+    const b = state.lastBody || {};
+    if (b.annotation_id !== undefined && b.annotation_id !== null) return it.annotation_id === b.annotation_id;
+    const isImage = it.annotation_id === null || it.annotation_id === undefined;
+    return isImage && Array.isArray(b.image_ids) && b.image_ids.includes(it.image_id);
+  }
+
   function visibleItems() {
     const h = state.result && state.result.histogram;
     let items = state.items;
-    if (h && h.bins && h.considered) items = items.filter((it) => { const b = binOf(it.score, h); return b >= state.band[0] && b < state.band[1]; });
+    if (h && h.bins && h.considered) {
+      const whole = state.band[0] === 0 && state.band[1] === h.bins;
+      items = items.filter((it) => {
+        if (isQueryItem(it)) return whole;
+        const b = binOf(it.score, h);
+        return b >= state.band[0] && b < state.band[1];
+      });
+    }
     const limit = Number($("#show-limit").value) || items.length;
     return items.slice(0, limit);
   }
