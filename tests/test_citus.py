@@ -101,8 +101,8 @@ def test_searches_equal_a_single_node_s_in_exact_mode_and_hnsw_recall_is_reporte
         assert [h.image_id for h in dist.hits] == [h.image_id for h in one.hits], req
         assert [h.score for h in dist.hits] == pytest.approx([h.score for h in one.hits], abs=1e-6)
         assert dist.candidates == one.candidates and dist.note == one.note
-        h1 = score_histogram(db, req, one.query_vector, model=MODEL, candidates=one.candidates, bins=10)
-        h2 = score_histogram(citus_db, req, dist.query_vector, model=MODEL, candidates=dist.candidates, bins=10)
+        h1 = score_histogram(db, one, bins=10)
+        h2 = score_histogram(citus_db, dist, bins=10)
         assert h2.counts == h1.counts and h2.edges == pytest.approx(h1.edges)
 
     hits = 0

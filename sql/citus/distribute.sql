@@ -18,6 +18,18 @@
 --   images UNIQUE (dataset_id, sha256) becomes a plain index (dedupe on re-ingest is per shard);
 --   annotations and captions get PRIMARY KEY (image_id, id); object_embeddings gets image_id;
 --   collection_items lose their foreign keys to images/annotations (a frozen ranking).
+--
+-- Tables of later migrations (0006-0010):
+--   media_roots, tool_projects, tool_sync_rejects: reference tables (small; tool_sync_rejects
+--     keeps its foreign key to tool_projects, reference to reference).
+--   neighbour_pending (a work queue drained by refresh_neighbour_edges) and neighbour_edges
+--     (keyed by model and item pair, not by one image): Citus local tables on the coordinator,
+--     with their foreign keys to embedding_models.
+--   tool_tasks: a Citus local table on the coordinator (its key is the tool's task id, which
+--     ON CONFLICT (tool, task_id) needs; it keeps its foreign key to tool_projects). Its foreign
+--     key to images is dropped (Citus cannot keep a key from a local table to a distributed
+--     one); a row trigger on images (tool_tasks_forget_image) does its ON DELETE CASCADE.
+--     Linking only takes existing images (sql/integrations/link_task_images.sql joins images).
 -- Statement-level triggers with transition tables are not supported on distributed tables;
 -- their work moves to row-level triggers (see below).
 
@@ -29,6 +41,7 @@ ALTER TABLE annotations DROP CONSTRAINT annotations_pkey CASCADE;  -- with the F
 ALTER TABLE captions ADD PRIMARY KEY (image_id, id);
 ALTER TABLE annotations ADD PRIMARY KEY (image_id, id);
 ALTER TABLE collection_items DROP CONSTRAINT collection_items_image_id_fkey;
+ALTER TABLE tool_tasks DROP CONSTRAINT tool_tasks_image_id_fkey;
 
 -- ---- statement triggers with transition tables -> row triggers ---------------------------------
 DROP TRIGGER images_dequeue ON images;
@@ -45,6 +58,55 @@ CREATE TRIGGER images_dequeue AFTER DELETE ON images
     FOR EACH ROW EXECUTE FUNCTION dequeue_deleted_row('image');
 CREATE TRIGGER annotations_dequeue AFTER DELETE ON annotations
     FOR EACH ROW EXECUTE FUNCTION dequeue_deleted_row('object');
+-- tool_tasks' ON DELETE CASCADE from images (the foreign key dropped above).
+CREATE FUNCTION tool_tasks_forget_image() RETURNS trigger
+    LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
+BEGIN
+    DELETE FROM tool_tasks WHERE image_id = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER images_tool_tasks_forget AFTER DELETE ON images
+    FOR EACH ROW EXECUTE FUNCTION tool_tasks_forget_image();
+
+-- 0007's neighbour bookkeeping on the vector tables: the same work per row. A written vector
+-- is queued in neighbour_pending; a deleted one takes its edges and pending row with it.
+DROP TRIGGER image_embeddings_neighbours_insert ON image_embeddings;
+DROP TRIGGER image_embeddings_neighbours_update ON image_embeddings;
+DROP TRIGGER object_embeddings_neighbours_insert ON object_embeddings;
+DROP TRIGGER object_embeddings_neighbours_update ON object_embeddings;
+DROP TRIGGER image_embeddings_neighbours_delete ON image_embeddings;
+DROP TRIGGER object_embeddings_neighbours_delete ON object_embeddings;
+DROP FUNCTION neighbour_pending_images();
+DROP FUNCTION neighbour_pending_objects();
+DROP FUNCTION neighbour_edges_forget_images();
+DROP FUNCTION neighbour_edges_forget_objects();
+CREATE FUNCTION neighbour_pending_row() RETURNS trigger
+    LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
+BEGIN
+    INSERT INTO neighbour_pending (model_id, item_kind, item_id)
+    VALUES (NEW.model_id, TG_ARGV[0], (to_jsonb(NEW) ->> TG_ARGV[1])::bigint)
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION neighbour_edges_forget_row() RETURNS trigger
+    LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
+DECLARE
+    item bigint := (to_jsonb(OLD) ->> TG_ARGV[1])::bigint;
+BEGIN
+    DELETE FROM neighbour_edges x
+    WHERE x.model_id = OLD.model_id AND x.item_kind = TG_ARGV[0] AND item IN (x.item_a, x.item_b);
+    DELETE FROM neighbour_pending p
+    WHERE p.model_id = OLD.model_id AND p.item_kind = TG_ARGV[0] AND p.item_id = item;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER image_embeddings_neighbours_write AFTER INSERT OR UPDATE ON image_embeddings
+    FOR EACH ROW EXECUTE FUNCTION neighbour_pending_row('image', 'image_id');
+CREATE TRIGGER object_embeddings_neighbours_write AFTER INSERT OR UPDATE ON object_embeddings
+    FOR EACH ROW EXECUTE FUNCTION neighbour_pending_row('object', 'annotation_id');
+CREATE TRIGGER image_embeddings_neighbours_delete AFTER DELETE ON image_embeddings
+    FOR EACH ROW EXECUTE FUNCTION neighbour_edges_forget_row('image', 'image_id');
+CREATE TRIGGER object_embeddings_neighbours_delete AFTER DELETE ON object_embeddings
+    FOR EACH ROW EXECUTE FUNCTION neighbour_edges_forget_row('object', 'annotation_id');
 
 -- ---- placement --------------------------------------------------------------------------------
 -- Citus converts tables that reference a table being converted; to place each table exactly,
@@ -65,8 +127,14 @@ SELECT create_reference_table('concepts');
 SELECT create_reference_table('embedding_models');
 SELECT create_reference_table('collections');
 SELECT create_reference_table('ingest_rejects');
+SELECT create_reference_table('media_roots');
+SELECT create_reference_table('tool_projects');
+SELECT create_reference_table('tool_sync_rejects');
 SELECT citus_add_local_table_to_metadata('embedding_queue');
 SELECT citus_add_local_table_to_metadata('embedding_workers');
+SELECT citus_add_local_table_to_metadata('neighbour_pending');
+SELECT citus_add_local_table_to_metadata('neighbour_edges');
+SELECT citus_add_local_table_to_metadata('tool_tasks');
 
 SELECT create_distributed_table('images', 'id');
 SELECT create_distributed_table('image_content', 'image_id', colocate_with => 'images');
@@ -89,21 +157,22 @@ DROP TABLE distribute_fks;
 
 -- ---- the model backlog without a non-co-located correlated join -------------------------------
 -- object_embeddings is keyed by annotation id: the NOT EXISTS of 0001 becomes NOT IN over a
--- subquery, which Citus plans on its own (an intermediate result) before the join.
+-- subquery, which Citus plans on its own (an intermediate result) before the join. As in 0006,
+-- a model's backlog is a bulk backfill: queued with priority 1.
 CREATE OR REPLACE FUNCTION enqueue_model_backlog(model integer) RETURNS bigint
     LANGUAGE plpgsql AS $$
 DECLARE
     images_added bigint;
     objects_added bigint;
 BEGIN
-    INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id)
-    SELECT model, 'image', i.id, i.dataset_id
+    INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id, priority)
+    SELECT model, 'image', i.id, i.dataset_id, 1
     FROM images i
     WHERE NOT EXISTS (SELECT 1 FROM image_embeddings e WHERE e.model_id = model AND e.image_id = i.id)
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS images_added = ROW_COUNT;
-    INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id)
-    SELECT model, 'object', a.id, i.dataset_id
+    INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id, priority)
+    SELECT model, 'object', a.id, i.dataset_id, 1
     FROM annotations a JOIN images i ON i.id = a.image_id
     WHERE a.id NOT IN (SELECT e.annotation_id FROM object_embeddings e WHERE e.model_id = model)
     ON CONFLICT DO NOTHING;

@@ -100,20 +100,9 @@ SELECT
               AND q.dataset_id IN (SELECT id FROM searched)) AS has_failed,
     to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
                                               ELSE 'object_embeddings' END, m.id)) IS NOT NULL AS has_index,
-    -- the smallest required concept, in items of this kind (images: an upper bound, boxes and
-    -- labels of one image counted apart), from annotations_concept / image_labels_concept
-    (SELECT min(n) FROM unnest(c.required) AS r (concept_id)
-     CROSS JOIN LATERAL (
-         SELECT CASE %(kind)s
-             WHEN 'image' THEN
-                 (SELECT count(*) FROM (SELECT DISTINCT a.image_id FROM annotations a
-                                        WHERE a.concept_id = r.concept_id LIMIT %(cap)s + 1) s)
-               + (SELECT count(*) FROM (SELECT 1 FROM image_labels l
-                                        WHERE l.concept_id = r.concept_id LIMIT %(cap)s + 1) s)
-             ELSE
-                 (SELECT count(*) FROM (SELECT 1 FROM annotations a
-                                        WHERE a.concept_id = r.concept_id LIMIT %(cap)s + 1) s)
-         END AS n) sizes) AS concept_size,
+    -- the smallest required concept, in items of this kind, each counted up to cap + 1
+    -- (concept_driver_size(), sql/schema/0011_concept_size.sql)
+    concept_driver_size(%(kind)s, c.required, %(cap)s) AS concept_size,
     -- the named datasets' items (images_dataset_external_id; boxes through their images)
     CASE WHEN %(dataset_names)s::text[] IS NOT NULL THEN
         CASE %(kind)s
