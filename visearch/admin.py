@@ -273,3 +273,54 @@ def models_to_embed(conn: psycopg.Connection, *, pinned: Sequence[str] = (), def
         return names
     has_any = conn.execute("SELECT EXISTS (SELECT 1 FROM embedding_models)").fetchone()[0]
     return [] if has_any else [default]
+
+
+@dataclass
+class DatasetDeletion:
+    """What deleting a dataset removed (counted in the same transaction, just before)."""
+
+    dataset_id: int
+    name: str
+    images: int
+    annotations: int
+    vectors: int  # image + object vectors, every model
+    queue_rows: int  # embedding queue rows, every model
+    collection_items: int  # items of (anyone's) collections that showed its images
+
+
+def rename_dataset(db: Database, dataset_id: int, name: str) -> str:
+    """Give dataset ``dataset_id`` a new name (searches, filters and collections refer to it by
+    id, so nothing else changes). Returns the new name.
+
+    Raises:
+        NotFoundError: unknown dataset. InvalidRequestError: empty name.
+        ConflictError: another dataset has that name.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequestError("a dataset needs a non-empty name")
+    with db.pooled() as conn:
+        if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
+            raise NotFoundError(f"unknown dataset id {dataset_id}")
+        clash = conn.execute("SELECT id FROM datasets WHERE name = %s AND id <> %s", (name, dataset_id)).fetchone()
+        if clash:
+            raise ConflictError(f"a dataset named {name!r} exists already (id {clash[0]})")
+        conn.execute("UPDATE datasets SET name = %s WHERE id = %s", (name, dataset_id))
+    return name
+
+
+def delete_dataset(db: Database, dataset_id: int) -> DatasetDeletion:
+    """Delete a dataset with everything in it: images and their bytes, labels, captions, boxes,
+    every model's vectors, its embedding queue rows; items of collections showing its images
+    drop out of them (the collections stay). One transaction.
+
+    Raises:
+        NotFoundError: unknown dataset.
+    """
+    with db.pooled() as conn:
+        row = conn.execute("SELECT name FROM datasets WHERE id = %s FOR UPDATE", (dataset_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"unknown dataset id {dataset_id}")
+        counts = conn.execute(read_sql("admin/dataset_contents.sql"), {"dataset_id": dataset_id}).fetchone()
+        conn.execute("DELETE FROM datasets WHERE id = %s", (dataset_id,))
+    return DatasetDeletion(dataset_id, row[0], *(int(c) for c in counts))

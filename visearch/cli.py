@@ -19,8 +19,6 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
 
 # Shared by every command module (visearch/worker/cli.py, visearch/http/cli.py import it from
 # there, never from here: no cycle). The old names stay for the commands below.
-_Context = CliContext
-_fail = fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -41,7 +39,7 @@ def cli(ctx, database_url, data_dir, model, verbose):
     overrides = {k: v for k, v in
                  {"database_url": database_url, "data_dir": data_dir, "model": model}.items()
                  if v is not None}
-    ctx.obj = _Context(Settings(**overrides))
+    ctx.obj = CliContext(Settings(**overrides))
 
 
 @cli.group()
@@ -51,7 +49,7 @@ def db():
 
 @db.command("upgrade")
 @pass_ctx
-def db_upgrade(obj: _Context):
+def db_upgrade(obj: CliContext):
     """Migrate the schema to the newest revision (also done automatically on first use)."""
     from visearch.db import migrate
     from visearch.db.database import check_server, resolve_url
@@ -65,7 +63,7 @@ def db_upgrade(obj: _Context):
 @click.option("--shards", default=32, show_default=True, type=click.IntRange(1, 4096),
               help="Shards per distributed table (a few per worker core).")
 @pass_ctx
-def db_distribute(obj: _Context, shards: int):
+def db_distribute(obj: CliContext, shards: int):
     """Distribute the schema over a Citus cluster (run on the coordinator, workers added).
 
     Big tables are sharded on the image id and co-located; small ones become reference tables;
@@ -75,7 +73,7 @@ def db_distribute(obj: _Context, shards: int):
     try:
         placed = distribute(obj.db.url, shard_count=shards)
     except CitusError as exc:
-        _fail(exc)
+        fail(exc)
     for p in placed:
         where = f"{p.kind} on {p.column}, colocation {p.colocation}" if p.column else p.kind
         click.echo(f"{p.table:20} {where}, {p.shards} shard(s)")
@@ -83,7 +81,7 @@ def db_distribute(obj: _Context, shards: int):
 
 @db.command("url")
 @pass_ctx
-def db_url(obj: _Context):
+def db_url(obj: CliContext):
     """Print the libpq URL of the database (for psql and analysts' tools). The embedded server
     stops when the last visearch process exits: run `visearch db start` first (or `db shell`)."""
     click.echo(obj.db.url)
@@ -100,7 +98,7 @@ def db_url(obj: _Context):
 @click.option("--reference-only", is_flag=True, help="Store the file path, not the bytes.")
 @click.option("--workers", default=4, show_default=True, help="Decode threads.")
 @pass_ctx
-def ingest(obj: _Context, path, dataset, instances, captions, labels_from_folders, reference_only, workers):
+def ingest(obj: CliContext, path, dataset, instances, captions, labels_from_folders, reference_only, workers):
     """Add images from PATH (a folder, recursively; or COCO's image folder) to a dataset.
 
     Idempotent: files already in the dataset (same sha256) are not added again. Corrupt,
@@ -127,7 +125,7 @@ def ingest(obj: _Context, path, dataset, instances, captions, labels_from_folder
               help="A big first load: drop the model's HNSW index and build it after (much faster than "
                    "inserting into it; searches of that model scan exactly meanwhile).")
 @pass_ctx
-def embed(obj: _Context, datasets, batch_size, num_workers, bulk):
+def embed(obj: CliContext, datasets, batch_size, num_workers, bulk):
     """Embed every image and box that has no vector yet (or changed since), for every active model.
 
     Models: --model if typed, else every active model, else (a new database) VISEARCH_MODEL.
@@ -153,7 +151,7 @@ def embed(obj: _Context, datasets, batch_size, num_workers, bulk):
     except click.UsageError:
         raise
     except Exception as exc:  # model weights missing, unknown dataset: say so plainly
-        _fail(exc)
+        fail(exc)
     if not models:
         click.echo("no active model: `visearch model activate NAME` or `visearch --model SPEC embed`")
     for model in models:
@@ -263,7 +261,7 @@ def search(obj: CliContext, query, image_path, crop, image_ids, annotation_id, m
         else:
             result = run_search(obj.db, req, obj.settings, show_sql=show_sql)
     except VisearchError as exc:
-        _fail(exc)
+        fail(exc)
     if show_sql:
         sql_text = getattr(result, "sql", None)
         click.echo(sql_text or "-- a refined search (--mmr, --expand, feedback) runs several statements; none shown")
@@ -300,7 +298,7 @@ def format_result(result) -> str:
               help="COCO instances JSON for --folder.")
 @click.option("-d", "--dataset", default="demo", show_default=True)
 @pass_ctx
-def demo(obj: _Context, folder, instances, dataset):
+def demo(obj: CliContext, folder, instances, dataset):
     """The whole job on real photos: ingest, embed every image and box, answer searches.
 
     Without --folder it uses the photos that ship with scikit-image (astronaut, cat, coffee,
@@ -314,7 +312,7 @@ def demo(obj: _Context, folder, instances, dataset):
         from visearch.errors import VisearchError
 
         if isinstance(exc, (VisearchError, FileNotFoundError, ValueError)):
-            _fail(exc)
+            fail(exc)
         raise
 
 

@@ -1,13 +1,11 @@
-"""Housekeeping a person expects (SQL in ``sql/housekeeping/``): rename and delete a dataset,
-delete images, find an image by file name or external id, concept autocomplete, captions.
+"""Housekeeping a person expects (SQL in ``sql/housekeeping/``): delete images, find an image
+by file name or external id, concept autocomplete, captions. (Renaming and deleting a dataset
+are dataset administration: :mod:`visearch.admin`.)
 
-The HTTP API (``/v1/datasets/{id}`` PATCH/DELETE, ``/v1/images`` GET and ``/v1/images/delete``,
-``/v1/concepts``), the web console and the CLI (``visearch dataset rename|delete``, ``visearch
-image find|delete``) all call these functions.
-
-Deleting relies on the schema's cascades: a dataset's images, their bytes, labels, captions,
-boxes, every model's vectors and the embedding queue rows go with it (foreign keys ``ON DELETE
-CASCADE`` and the ``images_dequeue``/``annotations_dequeue`` triggers of revision 0001).
+The HTTP API (``/v1/images`` GET and ``/v1/images/delete``, ``/v1/concepts``), the web console
+and the CLI (``visearch image find|delete``) call these functions. Deleting relies on the
+schema's cascades: an image's bytes, labels, captions, boxes, every model's vectors and its
+embedding queue rows go with it (``ON DELETE CASCADE`` and the dequeue triggers of 0001).
 """
 
 from __future__ import annotations
@@ -17,21 +15,8 @@ from datetime import datetime
 from typing import Sequence
 
 from visearch.db.database import Database
-from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
+from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
-
-
-@dataclass
-class DatasetDeletion:
-    """What deleting a dataset removed (counted in the same transaction, just before)."""
-
-    dataset_id: int
-    name: str
-    images: int
-    annotations: int
-    vectors: int  # image + object vectors, every model
-    queue_rows: int  # embedding queue rows, every model
-    collection_items: int  # items of (anyone's) collections that showed its images
 
 
 @dataclass
@@ -78,44 +63,6 @@ def image_captions(db: Database, image_id: int) -> list[Caption]:
     if not rows:
         raise NotFoundError(f"unknown image id {image_id}")
     return [Caption(*r) for r in rows if r[0] is not None]
-
-
-def rename_dataset(db: Database, dataset_id: int, name: str) -> str:
-    """Give dataset ``dataset_id`` a new name (searches, filters and collections refer to it by
-    id, so nothing else changes). Returns the new name.
-
-    Raises:
-        NotFoundError: unknown dataset. InvalidRequestError: empty name.
-        ConflictError: another dataset has that name.
-    """
-    name = (name or "").strip()
-    if not name:
-        raise InvalidRequestError("a dataset needs a non-empty name")
-    with db.pooled() as conn:
-        if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
-            raise NotFoundError(f"unknown dataset id {dataset_id}")
-        clash = conn.execute("SELECT id FROM datasets WHERE name = %s AND id <> %s", (name, dataset_id)).fetchone()
-        if clash:
-            raise ConflictError(f"a dataset named {name!r} exists already (id {clash[0]})")
-        conn.execute("UPDATE datasets SET name = %s WHERE id = %s", (name, dataset_id))
-    return name
-
-
-def delete_dataset(db: Database, dataset_id: int) -> DatasetDeletion:
-    """Delete a dataset with everything in it: images and their bytes, labels, captions, boxes,
-    every model's vectors, its embedding queue rows; items of collections showing its images
-    drop out of them (the collections stay). One transaction.
-
-    Raises:
-        NotFoundError: unknown dataset.
-    """
-    with db.pooled() as conn:
-        row = conn.execute("SELECT name FROM datasets WHERE id = %s FOR UPDATE", (dataset_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"unknown dataset id {dataset_id}")
-        counts = conn.execute(read_sql("housekeeping/dataset_contents.sql"), {"dataset_id": dataset_id}).fetchone()
-        conn.execute("DELETE FROM datasets WHERE id = %s", (dataset_id,))
-    return DatasetDeletion(dataset_id, row[0], *(int(c) for c in counts))
 
 
 def delete_images(db: Database, image_ids: Sequence[int]) -> list[int]:

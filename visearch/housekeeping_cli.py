@@ -26,7 +26,7 @@ def _dataset_id(obj: CliContext, name: str) -> int:
 def dataset_rename(obj: CliContext, name, new_name):
     """Rename dataset NAME to NEW_NAME."""
     from visearch.errors import VisearchError
-    from visearch.housekeeping import rename_dataset
+    from visearch.admin import rename_dataset
 
     try:
         rename_dataset(obj.db, _dataset_id(obj, name), new_name)
@@ -42,7 +42,7 @@ def dataset_rename(obj: CliContext, name, new_name):
 def dataset_delete(obj: CliContext, name, yes):
     """Delete dataset NAME with its images, boxes, labels, captions, vectors and queue rows."""
     from visearch.errors import VisearchError
-    from visearch.housekeeping import delete_dataset
+    from visearch.admin import delete_dataset
 
     dataset_id = _dataset_id(obj, name)
     if not yes:

@@ -9,7 +9,7 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, MultipartBody, Parameter
 
-from visearch import admin, catalog, housekeeping
+from visearch import admin, catalog
 from visearch.errors import InvalidRequestError
 from visearch.http import convert
 from visearch.http.controllers.housekeeping import DatasetDeletedOut, RenameBody
@@ -134,7 +134,7 @@ class DatasetController(Controller):
            responses=error_responses(400, 401, 404, 409))
     def rename(self, db: DB, dataset_id: DatasetId, data: JSONBody[RenameBody]) -> DatasetOut:
         """Give the dataset a new name (`{"name": ...}`). 409 if another dataset has it."""
-        housekeeping.rename_dataset(db, dataset_id, data.name)
+        admin.rename_dataset(db, dataset_id, data.name)
         return convert.dataset(catalog.get_dataset(db, dataset_id))
 
     @delete("/{dataset_id:int}", sync_to_thread=True, status_code=200, summary="Delete a dataset",
@@ -143,7 +143,7 @@ class DatasetController(Controller):
         """Delete the dataset with its images (and bytes, labels, captions, boxes), every model's
         vectors of them and its embedding queue rows, in one transaction; collections keep their
         other items. Returns what was removed. Cannot be undone."""
-        d = housekeeping.delete_dataset(db, dataset_id)
+        d = admin.delete_dataset(db, dataset_id)
         return DatasetDeletedOut(dataset_id=d.dataset_id, name=d.name, images=d.images,
                                  annotations=d.annotations, vectors=d.vectors, queue_rows=d.queue_rows,
                                  collection_items=d.collection_items)
