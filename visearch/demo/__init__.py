@@ -90,4 +90,4 @@ def run_demo(
     for title, req in examples:
         echo(f"\n== {title}")
         echo(format_result(search(db, req, settings)))
-    echo(f"\nTry: visearch search --image-id {first_image} -k 5   |   psql \"$(visearch db url)\"")
+    echo(f"\nTry: visearch search --image-id {first_image} -k 5   |   visearch db shell   (psql, the server held)")
