@@ -162,6 +162,34 @@ def test_sampling_is_seeded_filtered_and_works_for_objects(curated, cur_settings
         diverse_sample(curated, req, 0, settings=cur_settings)
 
 
+def test_binary_copy_fetch_equals_the_stored_vectors_and_ids_ascend(curated, cur_settings):
+    """The COPY (FORMAT BINARY) stream, decoded by numpy views, gives the vectors psycopg's
+    pgvector loader reads row by row; shuffled rows come back by id."""
+    from pgvector.psycopg import register_vector
+
+    from visearch.curation.sample import decode_copy_vectors, fetch_candidate_vectors
+    from visearch.curation.search_seam import filtered_candidates
+
+    with curated.connect() as conn:
+        cands = filtered_candidates(conn, SearchRequest(mode="objects", datasets=("coco128",)), cur_settings)
+        ids, image_ids, vectors = fetch_candidate_vectors(conn, cands)
+        register_vector(conn)
+        rows = conn.execute(f"SELECT c.item_id, c.image_id, c.embedding::vector FROM ({cands.sql}) c ORDER BY 1",
+                            cands.params).fetchall()
+        shuffled = bytearray()
+        with conn.cursor().copy(f"COPY (SELECT c.item_id, c.image_id, c.embedding::vector({cands.model.dim})"
+                                f" FROM ({cands.sql}) c ORDER BY c.item_id DESC) TO STDOUT (FORMAT BINARY)",
+                                params=cands.params) as copy:
+            for chunk in copy:
+                shuffled += chunk
+    assert ids.tolist() == [r[0] for r in rows] and image_ids.tolist() == [r[1] for r in rows] and len(rows) > 100
+    assert vectors.dtype == np.float32 and vectors.flags.c_contiguous
+    np.testing.assert_array_equal(vectors, np.stack([r[2].to_numpy() for r in rows]))
+    again = decode_copy_vectors(shuffled, cands.model.dim)
+    assert again[0].tolist() == ids.tolist()
+    np.testing.assert_array_equal(again[2], vectors)
+
+
 # ---------------------------------------------------------------- refinement
 
 def test_mmr_zero_is_the_plain_ranking_and_positive_diversity_spreads_the_page(curated, cur_settings):
@@ -234,6 +262,55 @@ def test_duplicate_edges_are_kept_incrementally(curated, cur_settings):
     assert report.refreshed == 1
     with pytest.raises(InvalidRequestError, match="threshold"):
         find_duplicates(curated, "coco128", threshold=0.5, settings=cur_settings)
+
+
+def test_neighbours_stay_inside_the_dataset_when_datasets_share_content(curated, cur_settings, coco_mini, tmp_path):
+    """Two datasets hold the same photo and its flipped copy (twin_a labelled alpha, twin_b
+    beta). With k = 1 each item's nearest neighbour over all datasets is its byte-identical
+    twin in the other dataset; the lookups must still find the in-dataset pair (photo, flip)
+    and let only the dataset's own labels vote."""
+    from visearch.embed import embed_pending
+    from visearch.embedding import load_model
+    from visearch.ingest import ingest_folder
+
+    photo = sorted((coco_mini / "train2017").iterdir())[0]  # not in the curated database
+    flipped = transformed(Image.open(photo).convert("RGB"), "flip")
+    for name, label in (("twin_a", "alpha"), ("twin_b", "beta")):
+        (tmp_path / name / label).mkdir(parents=True)
+        (tmp_path / name / label / "p.jpg").write_bytes(photo.read_bytes())
+        (tmp_path / name / label / "p_flip.png").write_bytes(flipped)
+        ingest_folder(curated, name, tmp_path / name, labels_from_folders=True, progress=False)
+    try:
+        assert embed_pending(curated, load_model("efficientnet-lite0"), progress=False).failures == []
+        ids = {(d, f): i for i, d, f in _sql(curated, "SELECT i.id, d.name, i.file_name FROM images i JOIN datasets d"
+                                                      " ON d.id = i.dataset_id WHERE d.name IN ('twin_a', 'twin_b')")}
+        a, a_flip = ids["twin_a", "alpha/p.jpg"], ids["twin_a", "alpha/p_flip.png"]
+        b, b_flip = ids["twin_b", "beta/p.jpg"], ids["twin_b", "beta/p_flip.png"]
+        in_a, across = (min(a, a_flip), max(a, a_flip)), (min(a, b), max(a, b))
+        twin_a, model_id = _sql(curated, "SELECT (SELECT id FROM datasets WHERE name = 'twin_a'),"
+                                         " (SELECT id FROM embedding_models WHERE name = 'efficientnet-lite0')")[0]
+        sims = dict(((x, y), s) for x, y, s in _sql(
+            curated, "SELECT item_id, neighbour_id, similarity FROM near_duplicate_pairs("
+                     "'efficientnet-lite0', 'image', %s, 1, 0.8)", (twin_a,)))
+        assert across in sims and sims[across] > 0.999 and in_a in sims, sims
+        assert label_error_suspects(curated, "twin_a", objects=False, k=1, settings=cur_settings) == []
+        # the kept edges, looked up again with k = 1
+        with curated.connect() as conn:
+            items = [a, a_flip, b, b_flip]
+            conn.execute("DELETE FROM neighbour_edges WHERE model_id = %s AND item_kind = 'image'"
+                         " AND (item_a = ANY (%s) OR item_b = ANY (%s))", (model_id, items, items))
+            conn.execute("INSERT INTO neighbour_pending SELECT %s, 'image', unnest(%s::bigint[])", (model_id, items))
+            assert conn.execute("SELECT refresh_neighbour_edges(%s, 'image', 1, 0.8)", (model_id,)).fetchone() == (4,)
+            conn.commit()
+        edges = {(x, y) for x, y in _sql(curated, "SELECT item_a, item_b FROM neighbour_edges WHERE item_a = ANY (%s)"
+                                                  " OR item_b = ANY (%s)", (items, items))}
+        assert in_a in edges and across in edges, edges  # the in-dataset pair and the copies across
+        groups = find_duplicates(curated, "twin_a", threshold=0.8, settings=cur_settings).groups
+        assert {a, a_flip} <= {m.item_id for m in groups[0].members}
+    finally:
+        with curated.connect() as conn:
+            conn.execute("DELETE FROM datasets WHERE name IN ('twin_a', 'twin_b')")
+            conn.commit()
 
 
 # ---------------------------------------------------------------- label-error suspects
@@ -348,9 +425,46 @@ def test_http_duplicates_suspects_and_feedback(client, curated):
     assert client.post("/v1/search", json={"image_ids": [1], "diversity": 2}).status_code == 400
 
 
-def test_cli_sample_duplicates_and_suspects(curated, cur_settings):
+def test_cli_sample_is_the_temporary_collection_to_save_and_tag(curated, cur_settings, client):
+    """`visearch sample` keeps its sample as the owner's temporary collection, as POST /v1/sample
+    does: the API (no keys: owner anonymous) pages it in sample order, saves and tags it, and the
+    next sample replaces only the temporary one."""
     import json
 
+    from click.testing import CliRunner
+
+    from visearch.cli import cli
+    from visearch.collections import get_collection
+
+    env = {"VISEARCH_DATABASE_URL": curated.url, "VISEARCH_DATA_DIR": str(cur_settings.data_dir),
+           "VISEARCH_MODEL": "efficientnet-lite0"}
+    runner = CliRunner()
+    r = runner.invoke(cli, ["sample", "-d", "cifar", "-n", "5", "--method", "random", "--seed", "3", "--json"],
+                      env=env)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert len(out["hits"]) == 5 and out["owner"] == "anonymous"
+    page = client.get(f"/v1/collections/{out['collection_id']}").json()
+    assert [i["image_id"] for i in page["items"]] == [h["image_id"] for h in out["hits"]]
+    stored = get_collection(curated, "anonymous", out["collection_id"]).query
+    assert stored["sample"]["method"] == "random" and stored["sample"]["seed"] == 3
+    assert stored["clusters"] == [[h["cluster"], h["cluster_size"]] for h in out["hits"]]
+    assert client.post(f"/v1/collections/{out['collection_id']}/save", json={"name": "cli sample"}).status_code in (200, 201)
+    tagged = client.post(f"/v1/collections/{out['collection_id']}/tags", json={"concepts": ["cli_sampled"]})
+    assert tagged.status_code in (200, 201), tagged.text
+    labelled = _sql(curated, "SELECT l.image_id FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
+                             " WHERE k.name = 'cli_sampled' ORDER BY 1")
+    assert [i for (i,) in labelled] == sorted(h["image_id"] for h in out["hits"])
+    # (the cifar images keep one label each for the other tests)
+    assert client.delete(f"/v1/collections/{out['collection_id']}/tags?concept=cli_sampled").status_code == 200
+    r = runner.invoke(cli, ["sample", "-d", "cifar", "-n", "4", "--owner", "ann"], env=env)
+    assert r.exit_code == 0 and "kept as ann's temporary collection" in r.output, r.output
+    other = int(r.output.split("temporary collection ")[1].split()[0])
+    assert client.get(f"/v1/collections/{other}").status_code == 404  # ann's, not anonymous's
+    assert client.get(f"/v1/collections/{out['collection_id']}").status_code == 200  # saved: still there
+
+
+def test_cli_duplicates_and_suspects(curated, cur_settings):
     from click.testing import CliRunner
 
     from visearch.cli import cli
@@ -358,9 +472,6 @@ def test_cli_sample_duplicates_and_suspects(curated, cur_settings):
     env = {"VISEARCH_DATABASE_URL": curated.url, "VISEARCH_DATA_DIR": str(cur_settings.data_dir),
            "VISEARCH_MODEL": "efficientnet-lite0"}
     runner = CliRunner()
-    r = runner.invoke(cli, ["sample", "-d", "cifar", "-n", "5", "--json"], env=env)
-    assert r.exit_code == 0, r.output
-    assert len(json.loads(r.output)["hits"]) == 5
     r = runner.invoke(cli, ["duplicates", "-d", "copies"], env=env)
     assert r.exit_code == 0 and "keep" in r.output, r.output
     r = runner.invoke(cli, ["suspects", "-d", "coco128", "--limit", "3"], env=env)

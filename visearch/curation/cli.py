@@ -46,13 +46,16 @@ def _echo_json(value) -> None:
 @click.option("--created-from", type=click.DateTime(), help="Images added at or after this time.")
 @click.option("--created-to", type=click.DateTime(), help="Images added before this time.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same sample.")
+@click.option("--owner", default="anonymous", show_default=True,
+              help="Whose temporary collection the sample becomes (the API key's name; anonymous without keys).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def sample(obj: _Context, datasets, n, method, objects, concepts, exclude_concepts, metadata, created_from,
-           created_to, seed, as_json):
+           created_to, seed, owner, as_json):
     """A diverse sample: k-means (k = N) over the vectors of the items passing the filters, one
-    item per cluster, largest cluster first."""
-    from visearch.curation import diverse_sample
+    item per cluster, largest cluster first. Kept as the owner's temporary collection (replacing
+    their last search), to save, tag, copy or export like any search."""
+    from visearch.curation.sample import sample_to_collection
     from visearch.errors import VisearchError
     from visearch.search import SearchRequest
 
@@ -65,17 +68,24 @@ def sample(obj: _Context, datasets, n, method, objects, concepts, exclude_concep
         exclude_concepts=exclude_concepts, metadata=meta, created_from=created_from,
         created_to=created_to, model=_model(),
     )
+    query = {"sample": {"datasets": list(datasets), "n": n, "method": method, "mode": req.mode,
+                        "concepts": list(concepts), "exclude_concepts": list(exclude_concepts), "metadata": meta,
+                        "created_from": created_from and created_from.isoformat(),
+                        "created_to": created_to and created_to.isoformat(), "seed": seed, "model": req.model}}
     try:
-        result = diverse_sample(obj.db, req, n, method=method, seed=seed, settings=obj.settings)
+        kept = sample_to_collection(obj.db, owner, req, n, method=method, seed=seed, query=query,
+                                    settings=obj.settings)
     except VisearchError as exc:
         _fail(exc)
+    result = kept.result
     if as_json:
-        _echo_json(result)
+        _echo_json({"collection_id": kept.collection.id, "owner": owner, **dataclasses.asdict(result)})
         return
     from tabulate import tabulate
 
     click.echo(f"{len(result.hits)} {result.mode} sampled by {method} from {result.candidates} "
-               f"({result.model}, k-means fitted on {result.fitted_on})")
+               f"({result.model}, k-means fitted on {result.fitted_on}); kept as {owner}'s temporary "
+               f"collection {kept.collection.id}")
     rows = [(h.cluster, h.cluster_size, h.annotation_id or "", h.image_id, h.concept or "", h.dataset,
              h.file_name, h.score) for h in result.hits]
     click.echo(tabulate(rows, headers=["cluster", "size", "annotation", "image", "concept", "dataset", "file",

@@ -32,6 +32,10 @@ METHODS = ("centroids", "random")
 MAX_SAMPLE = 1000
 #: vectors k-means is fitted on, at most (all items are assigned afterwards)
 MAX_FIT = 100_000
+#: FAISS's default cap on fitting vectors per centre (k-means is fitted on at most k * this)
+POINTS_PER_CENTROID = 256
+#: Lloyd iterations
+NITER = 20
 
 
 @dataclass
@@ -58,7 +62,7 @@ class SampleResult:
     hits: list[SampleHit]
     candidates: int  # items that passed the filters (all of them were assigned)
     fitted_on: int  # vectors k-means was fitted on
-    seconds: dict[str, float] = field(default_factory=dict)  # fetch, kmeans (+ assign, pick), kmeans_cpu
+    seconds: dict[str, float] = field(default_factory=dict)  # fetch, fit, assign, pick (+ write when kept)
     query_source: str = "sample"
     exact: bool = True
     note: str | None = None
@@ -67,17 +71,22 @@ class SampleResult:
 
 
 def kmeans_sample(
-    vectors: np.ndarray, n: int, *, method: Method = "centroids", seed: int = 0, niter: int = 20,
-    max_fit: int = MAX_FIT,
+    vectors: np.ndarray, n: int, *, method: Method = "centroids", seed: int = 0, niter: int = NITER,
+    max_fit: int = MAX_FIT, seconds: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Pick ``n`` diverse rows of ``vectors`` with k-means (k = n).
 
     Args:
-        vectors: (N, dim) float32, unit rows.
+        vectors: (N, dim) float32, unit rows, rows in a stable order (the caller's ids ascending):
+            the same rows in the same order give the same picks.
         n: clusters (and rows) wanted; more than N gives N.
         method: ``centroids`` (nearest the centre) or ``random`` (one random member).
         seed: seeds both the k-means initialisation/subsampling and the random pick.
-        max_fit: at most this many vectors are used to fit the centres.
+        niter: Lloyd iterations.
+        max_fit: at most this many vectors are used to fit the centres (FAISS itself then uses
+            at most 256 per centre).
+        seconds: if given, filled with wall seconds of ``fit`` (training the centres), ``assign``
+            (every row to its nearest centre) and ``pick``.
 
     Returns:
         (picked, cluster, sizes, similarity, fitted): ``picked`` (m,) row indices, in order of
@@ -90,75 +99,123 @@ def kmeans_sample(
 
     if method not in METHODS:
         raise InvalidRequestError(f"method is one of {', '.join(METHODS)}, not {method!r}")
+    seconds = {} if seconds is None else seconds
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     total, dim = x.shape
     k = min(int(n), total)
     if k <= 0:
         return (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.int64), np.zeros(0, np.float32), 0)
     rng = np.random.default_rng(seed)
-    fit = x if total <= max_fit else x[np.sort(rng.choice(total, max_fit, replace=False))]
+    t0 = time.perf_counter()
     if k == total:
         centres = x.copy()
-        assign = np.arange(total)
+        fitted = total
     else:
-        km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False)
-        km.cp.max_points_per_centroid = 256  # FAISS subsamples to k * 256 for fitting
+        # the fitting subset is drawn here (seeded, ids ascending), not by FAISS: k * 256 rows
+        fitted = min(total, max_fit, k * POINTS_PER_CENTROID)
+        fit = x if fitted == total else x[np.sort(rng.choice(total, fitted, replace=False))]
+        km = faiss.Kmeans(dim, k, niter=niter, seed=seed, spherical=True, verbose=False,
+                          max_points_per_centroid=POINTS_PER_CENTROID)
         km.train(fit)
         centres = km.centroids
-        _, labels = km.index.search(x, 1)
-        assign = labels[:, 0]
-    fitted = min(len(fit), k * 256) if k < total else total
+    centres = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    seconds["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # nearest unit centre by inner product (= by L2 for unit centres); the score is the
+    # cosine similarity itself, so no second pass over the vectors is needed
+    index = faiss.IndexFlatIP(dim)
+    index.add(np.ascontiguousarray(centres, dtype=np.float32))
+    sims, labels = index.search(x, 1)
+    assign, sims = labels[:, 0], sims[:, 0]
+    seconds["assign"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     sizes = np.bincount(assign, minlength=k)
     order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]
-    members_sorted = np.argsort(assign, kind="stable")
+    members_sorted = np.argsort(assign, kind="stable")  # each cluster's rows, ascending
     starts = np.concatenate([[0], np.cumsum(sizes)])
     picked, cluster, size, similarity = [], [], [], []
     for rank, c in enumerate(order):
         members = members_sorted[starts[c]:starts[c + 1]]
-        centre = centres[c] / max(float(np.linalg.norm(centres[c])), 1e-12)
-        member_sims = x[members] @ centre
         if method == "centroids":
-            j = int(np.argmax(member_sims))
+            j = int(np.argmax(sims[members]))  # the first (lowest row) on ties
         else:
             j = int(rng.integers(len(members)))
         picked.append(int(members[j]))
         cluster.append(rank)
         size.append(int(sizes[c]))
-        similarity.append(float(member_sims[j]))
+        similarity.append(float(sims[members[j]]))
+    seconds["pick"] = time.perf_counter() - t0
     return (np.asarray(picked, np.int64), np.asarray(cluster, np.int64), np.asarray(size, np.int64),
             np.asarray(similarity, np.float32), fitted)
+
+
+def _copy_row_dtype(dim: int) -> np.dtype:
+    # one row of COPY ... (FORMAT BINARY) of (bigint, bigint, vector(dim)): a field count, then
+    # each field's byte length and value; pgvector's binary vector is int16 dim, int16 unused,
+    # dim float4, all big-endian
+    return np.dtype([("nfields", ">i2"), ("len_id", ">i4"), ("id", ">i8"), ("len_image", ">i4"),
+                     ("image", ">i8"), ("len_vec", ">i4"), ("dims", ">i2"), ("unused", ">i2"),
+                     ("vec", ">f4", (dim,))])
+
+
+def decode_copy_vectors(data: bytearray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a ``COPY (SELECT bigint, bigint, vector(dim)) TO STDOUT (FORMAT BINARY)`` stream.
+
+    Args:
+        data: the whole stream (header, rows, trailer); its vector bytes are byte-swapped in
+            place (it is scratch space afterwards).
+        dim: the vectors' dimension.
+
+    Returns:
+        (ids (N,) int64, image ids (N,) int64, vectors (N, dim) float32 C-contiguous), rows by
+        id ascending.
+
+    Raises:
+        RuntimeError: rows of another shape (a NULL, a vector of another dimension).
+    """
+    row = _copy_row_dtype(dim)
+    # header: 11-byte signature, int32 flags, int32 extension length (+ extension); trailer int16 -1
+    ext = int.from_bytes(data[15:19], "big")
+    start, stop = 19 + ext, len(data) - 2
+    if (stop - start) % row.itemsize:
+        raise RuntimeError("unexpected COPY row size (a NULL or a vector of another dimension)")
+    count = (stop - start) // row.itemsize
+    rows = np.frombuffer(data, dtype=row, count=count, offset=start)
+    if count and not ((rows["nfields"] == 3).all() and (rows["dims"] == dim).all()):
+        raise RuntimeError("unexpected COPY row (a NULL or a vector of another dimension)")
+    ids = rows["id"].astype(np.int64)
+    image_ids = rows["image"].astype(np.int64)
+    # the vector bytes as one contiguous (N, 4*dim) copy, then swapped in place: one pass over
+    # the 0.5 GB of 100k x 1280-d, where numpy's big-endian cast of the strided field takes three
+    raw = np.frombuffer(data, dtype=np.uint8, count=count * row.itemsize, offset=start)
+    raw = raw.reshape(count, row.itemsize)[:, row.fields["vec"][1]:]
+    if count and np.all(ids[1:] > ids[:-1]):
+        vectors = np.ascontiguousarray(raw).view(">f4")
+    else:  # by id: the same filters give the same sample, whatever order the server sent
+        order = np.argsort(ids, kind="stable")
+        ids, image_ids = ids[order], image_ids[order]
+        vectors = raw[order].view(">f4")
+    vectors.byteswap(inplace=True)
+    return ids, image_ids, vectors.view(np.float32).reshape(count, dim)
 
 
 def fetch_candidate_vectors(conn, cands) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item ids (N,) int64, image ids (N,) int64, vectors (N, dim) float32) of the filtered
     items, by id.
 
-    One ``COPY (...) TO STDOUT (FORMAT BINARY)``: every row has the same size (two bigints and a
-    vector of the model's dim), so the stream is decoded by one numpy view instead of N Python
-    objects (100k x 1280-d is 0.5 GB).
+    One ``COPY (...) TO STDOUT (FORMAT BINARY)`` (pgvector's binary form: 4 bytes a dimension,
+    where text would be about 10): every row has the same size, so the stream is appended to one
+    buffer and decoded by numpy views (:func:`decode_copy_vectors`), never N Python objects.
     """
     dim = cands.model.dim
-    select = read_sql("curation/candidate_vectors.sql").format(
-        candidates=cands.sql, dim=dim)
+    select = read_sql("curation/candidate_vectors.sql").format(candidates=cands.sql, dim=dim)
     sql = f"COPY ({select.strip()}) TO STDOUT (FORMAT BINARY)"
-    chunks = []
+    data = bytearray()
     with conn.cursor() as cur:
         with cur.copy(sql, params=cands.params) as copy:
             for chunk in copy:
-                chunks.append(bytes(chunk))
-    data = b"".join(chunks)
-    # header: 11-byte signature, int32 flags, int32 extension length (+ extension); trailer int16 -1
-    ext = int.from_bytes(data[15:19], "big")
-    body = data[19 + ext: -2]
-    row = np.dtype([("nfields", ">i2"), ("len_id", ">i4"), ("id", ">i8"), ("len_image", ">i4"),
-                    ("image", ">i8"), ("len_vec", ">i4"), ("dims", ">i2"), ("unused", ">i2"),
-                    ("vec", ">f4", (dim,))])
-    if len(body) % row.itemsize:
-        raise RuntimeError("unexpected COPY row size (a NULL or a vector of another dimension)")
-    rows = np.frombuffer(body, dtype=row)
-    order = np.argsort(rows["id"], kind="stable")  # by id: the same filters give the same sample
-    return (rows["id"][order].astype(np.int64), rows["image"][order].astype(np.int64),
-            np.ascontiguousarray(rows["vec"][order], dtype=np.float32))
+                data += chunk
+    return decode_copy_vectors(data, dim)
 
 
 def diverse_sample(
@@ -194,10 +251,7 @@ def diverse_sample(
     seconds["fetch"] = time.perf_counter() - t0
     if len(ids) == 0:
         raise NotEmbeddedError("no embedded items pass the filters: nothing to sample from")
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    picked, cluster, sizes, sims, fitted = kmeans_sample(vectors, n, method=method, seed=seed)
-    seconds["kmeans"] = time.perf_counter() - t0
-    seconds["kmeans_cpu"] = time.process_time() - cpu0  # all threads of this process
+    picked, cluster, sizes, sims, fitted = kmeans_sample(vectors, n, method=method, seed=seed, seconds=seconds)
     objects = cands.kind == "object"
     hits = [
         SampleHit(image_id=int(image_ids[p]), annotation_id=int(ids[p]) if objects else None,
@@ -210,6 +264,39 @@ def diverse_sample(
         fitted_on=fitted, seconds=seconds,
         note=f"the filters match {len(ids)} items" if len(ids) < n else None,
     )
+
+
+@dataclass
+class KeptSample:
+    result: SampleResult
+    collection: object  # visearch.collections.service.Collection
+    page: list  # its items (CollectionItem), in sample order
+
+
+def sample_to_collection(
+    db: Database, owner: str, req, n: int = 50, *, method: Method = "centroids", seed: int = 0,
+    query: dict | None = None, settings: Settings | None = None,
+) -> KeptSample:
+    """:func:`diverse_sample`, kept as ``owner``'s temporary collection (replacing their last
+    search), so it can be saved, tagged, copied and exported like any search. What ``POST
+    /v1/sample`` and ``visearch sample`` both do.
+
+    Args:
+        owner: whose collection (the API key's name; ``anonymous`` without keys).
+        query: the request as JSON, stored with the collection (the clusters are added).
+
+    Raises:
+        As :func:`diverse_sample`.
+    """
+    from visearch.collections.service import record_search
+
+    result = diverse_sample(db, req, n, method=method, seed=seed, settings=settings)
+    stored = dict(query or {})
+    stored["clusters"] = [[h.cluster, h.cluster_size] for h in result.hits]
+    t0 = time.perf_counter()
+    collection, page = record_search(db, owner, result, query=stored, page_limit=max(1, len(result.hits)))
+    result.seconds["write"] = time.perf_counter() - t0
+    return KeptSample(result=result, collection=collection, page=page)
 
 
 def _add_details(db: Database, hits: list[SampleHit], objects: bool) -> None:

@@ -15,7 +15,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
-from visearch.collections import get_collection, record_search
+from visearch.collections import get_collection
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Reads
@@ -137,16 +137,15 @@ class CurationController(Controller):
         """k-means (k = n, spherical, seeded) over the vectors of the items passing the filters;
         one item per cluster (`centroids`: the nearest to the centre; `random`: a random member),
         largest cluster first. Kept as your temporary collection, like a search."""
-        from visearch.curation import diverse_sample
+        from visearch.curation.sample import sample_to_collection
         from visearch.search import SearchRequest
 
         req = SearchRequest(mode=data.mode, datasets=tuple(data.datasets), concepts=tuple(data.concepts),
                             exclude_concepts=tuple(data.exclude_concepts), metadata=data.metadata or {},
                             created_from=data.created_from, created_to=data.created_to, model=data.model)
-        result = diverse_sample(db, req, data.n, method=data.method, seed=data.seed, settings=settings)
-        query = {"sample": msgspec.to_builtins(data),
-                 "clusters": [[h.cluster, h.cluster_size] for h in result.hits]}
-        collection, page = record_search(db, request.user, result, query=query, page_limit=max(1, len(result.hits)))
+        kept = sample_to_collection(db, request.user, req, data.n, method=data.method, seed=data.seed,
+                                    query={"sample": msgspec.to_builtins(data)}, settings=settings)
+        result, collection, page = kept.result, kept.collection, kept.page
         items = [SampleItem(cluster=h.cluster, cluster_size=h.cluster_size, item=convert.item(i))
                  for h, i in zip(result.hits, page)]
         return SampleResponse(collection_id=collection.id, mode=result.mode, model=result.model,
