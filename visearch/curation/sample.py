@@ -3,9 +3,10 @@ pass a search's filters, without any query.
 
 k-means with k = n clusters over the unit vectors of the filtered items (spherical k-means,
 Lloyd's algorithm as implemented by FAISS, ``faiss.Kmeans``; Johnson, Douze & Jegou 2019),
-seeded so the same request gives the same sample. FAISS fits the centres on a random subset of
-at most ``max_points_per_centroid * n`` vectors (capped at :data:`MAX_FIT`), then every item is
-assigned to its nearest centre. From each cluster one item is taken:
+seeded so the same request gives the same sample. The centres are fitted on a seeded random
+subset of at most ``POINTS_PER_CENTROID * n`` vectors (capped at :data:`MAX_FIT`), then every
+item is assigned to its nearest centre. The vectors come from PostgreSQL as one binary ``COPY``
+(:func:`fetch_candidate_vectors`). From each cluster one item is taken:
 
 - ``centroids``: the member most similar to the cluster's centre (the typical example);
 - ``random``: one member drawn at random (seeded), so unusual items get their chance too.
