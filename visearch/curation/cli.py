@@ -12,6 +12,8 @@ from datetime import datetime
 
 import click
 
+from visearch.curation.duplicates import DEFAULT_THRESHOLD, EDGE_FLOOR
+
 # The main group's context object (visearch.cli._Context: .db, .settings), taken by duck type so
 # that this module does not import the CLI module that imports it.
 pass_ctx = click.pass_obj
@@ -94,8 +96,8 @@ def sample(obj: _Context, datasets, n, method, objects, concepts, exclude_concep
 
 @click.command()
 @click.option("-d", "--dataset", required=True, help="The dataset to look in.")
-@click.option("--threshold", type=float, default=0.95, show_default=True,
-              help="Cosine similarity at or above which two items are near-duplicates (>= 0.8).")
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+              help=f"Cosine similarity at or above which two items are near-duplicates (>= {EDGE_FLOOR}).")
 @click.option("--objects", is_flag=True, help="Boxes instead of images.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx

@@ -16,6 +16,7 @@ from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
 from visearch.collections import get_collection
+from visearch.curation.duplicates import DEFAULT_THRESHOLD, EDGE_FLOOR
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Reads
@@ -156,7 +157,7 @@ class CurationController(Controller):
          responses=error_responses(400, 401, 404, 422))
     def duplicates(
         self, db: DB, settings: AppSettings, dataset_id: DatasetId,
-        threshold: Annotated[float, Parameter(ge=0.8, le=1.0, description="cosine similarity")] = 0.95,
+        threshold: Annotated[float, Parameter(ge=EDGE_FLOOR, le=1.0, description="cosine similarity")] = DEFAULT_THRESHOLD,
         objects: Annotated[bool, Parameter(description="boxes instead of images")] = False,
         model: Annotated[str | None, Parameter(max_length=300)] = None,
     ) -> DuplicatesResponse:
