@@ -9,10 +9,13 @@ Parts:
   mixture of 200 Gaussian clusters on the sphere; the cost does not depend on what the vectors
   show), split into fetch (binary COPY) / fit / assign / write, next to FAISS k-means on the
   same vectors in memory (the floor).
-- ``duplicates``: 500 CIFAR-10 test images (50 per class) and four copies of each (JPEG q=60,
-  0.5x resize, 90% centre crop, horizontal flip), embedded with efficientnet-lite0; precision and
-  recall of the groups per transformation at the default threshold; then the cost of keeping
-  the neighbour edges (HNSW k-NN per item) on the synthetic 10k / 100k sets.
+- ``duplicates``: the 208 coco photos of coco128 and coco-mini (``--source cifar``: CIFAR-10 test
+  images, ``--per-class`` of each class) and four copies of each (JPEG q=60, 0.5x resize, 90%
+  centre crop, horizontal flip), embedded with efficientnet-lite0; precision and recall of the
+  groups per transformation at thresholds 0.95, 0.90 and 0.85.
+- ``edges``: the cost of keeping the neighbour edges for a new batch of ``--batch`` vectors
+  written into an indexed dataset of 10k / 100k synthetic vectors (5% near-copies), and the full
+  duplicates query over it.
 - ``suspects``: coco128's 939 boxes with 5% of labels flipped; precision@N of the suspects
   list for N = number of flips, against chance (5%).
 
@@ -299,8 +302,8 @@ def bench_edges(db, settings, sizes, batch: int = 1000, near_copies: float = 0.0
     print(f"\n## Keeping neighbour edges: a new batch into an indexed dataset (synthetic 1280-d, {near_copies:.0%} "
           "near-copies, k = 10 neighbours per new item, pairs >= 0.8 kept)\n")
     print("write: the batch's COPY + upsert with the HNSW index and the queueing trigger; refresh: one HNSW "
-          "lookup per queued vector (refresh_neighbour_edges); query: `find_duplicates` at 0.95 over the "
-          "whole dataset (edges -> connected components -> keepers).\n")
+          "lookup per queued vector (refresh_neighbour_edges); query: `find_duplicates` at the default "
+          f"threshold ({DEFAULT_THRESHOLD}) over the whole dataset (edges -> connected components -> keepers).\n")
     print(tabulate(cost, headers=["items before", "HNSW build s", "all from scratch s (extrapolated)", "batch",
                                   "queued",
                                   "write s", "looked up", "refresh s", "ms / item", "edges kept", "groups",
