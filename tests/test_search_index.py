@@ -75,6 +75,9 @@ def test_each_filter_class_gets_a_statement_that_uses_its_index(vectors_db, smal
     assert driver == "hnsw" and hnsw_scan in plan, plan
     driver, plan = _explain(db, small_exact, image_ids=[ids[0]], concepts=["common"])  # 50%: broad
     assert driver == "hnsw" and hnsw_scan in plan, plan
+    # the concept checked per row read from the index (a probe of its own index), never by
+    # first hashing every item of the concept
+    assert "image_labels_concept" in plan and "hashed SubPlan" not in plan, plan
     driver, plan = _explain(db, small_exact, image_ids=[ids[0]], datasets=["big"])  # 99%: broad
     assert driver == "hnsw" and hnsw_scan in plan, plan
     # selective: driven from the filter's own index, each vector fetched by primary key, exact
