@@ -177,6 +177,13 @@ def test_a_search_takes_at_most_three_round_trips(vectors_db, settings):
             trace.seek(0)
             sent = ["\t".join(line.split("\t")[2:])[:60] for line in trace.read().splitlines() if line.split("\t")[0] == "F"]
         trips.append(sum(m.startswith(("Sync", "Query")) for m in sent))
+    with db.pooled() as conn:  # the context statement ran prepared, planned once (generic plan)
+        plans = conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                             " WHERE statement LIKE '%%concept_driver_size%%'").fetchall()
+        mode = conn.execute("SHOW plan_cache_mode").fetchone()[0]
+    # (one prepared statement per set of parameter types: NULL and array parameters differ)
+    assert sum(g for g, _ in plans) == len(cases) and sum(c for _, c in plans) == 0, plans
+    assert mode == "auto"  # forced for that statement only
     db.close()
     # the context statement also reads a stored query item's vector: two round trips, not three
     assert trips[:3] == [2, 2, 2] and 1 <= trips[3] <= 3, trips
