@@ -132,11 +132,11 @@ SELECT
     CASE WHEN %(dataset_names)s::text[] IS NOT NULL THEN
         CASE %(kind)s
             WHEN 'image' THEN
-                (SELECT count(*) FROM (SELECT 1 FROM images i WHERE i.dataset_id IN (SELECT id FROM ds)
+                (SELECT count(*) FROM (SELECT 1 FROM images i WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds))
                                        LIMIT k.cap + 1) s)
             ELSE
                 (SELECT count(*) FROM (SELECT 1 FROM images i JOIN annotations a ON a.image_id = i.id
-                                       WHERE i.dataset_id IN (SELECT id FROM ds) LIMIT k.cap + 1) s)
+                                       WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds)) LIMIT k.cap + 1) s)
         END
     END AS dataset_size,
     -- the query's stored vectors (fewer than the ids: unknown or not embedded, said by the caller)
