@@ -75,6 +75,9 @@ def test_each_filter_class_gets_a_statement_that_uses_its_index(vectors_db, smal
     assert driver == "hnsw" and hnsw_scan in plan, plan
     driver, plan = _explain(db, small_exact, image_ids=[ids[0]], concepts=["common"])  # 50%: broad
     assert driver == "hnsw" and hnsw_scan in plan, plan
+    # the concept checked per row read from the index (a probe of its own index), never by
+    # first hashing every item of the concept
+    assert "image_labels_concept" in plan and "hashed SubPlan" not in plan, plan
     driver, plan = _explain(db, small_exact, image_ids=[ids[0]], datasets=["big"])  # 99%: broad
     assert driver == "hnsw" and hnsw_scan in plan, plan
     # selective: driven from the filter's own index, each vector fetched by primary key, exact
@@ -90,6 +93,26 @@ def test_each_filter_class_gets_a_statement_that_uses_its_index(vectors_db, smal
     # exact on request, no selective filter: a scan of the model's vectors
     driver, plan = _explain(db, small_exact, image_ids=[ids[0]], exact=True)
     assert driver == "scan" and "hnsw" not in plan, plan
+
+
+def test_exact_or_hnsw_follows_the_square_root_rule(vectors_db, settings):
+    """A filter drives an exact ranking up to 4 * sqrt(rows * N) items, N being the model's
+    HNSW index size (sql/search/context.sql): here N = 5,000, so 895 items for a page of 10
+    (#common's 2,500 images go through the index) and 2,829 for 100 (#common ranks exactly)."""
+    db, ids, _ = vectors_db
+    with db.connect(autocommit=True) as conn:
+        for limit, cap, driver in ((10, 895, "hnsw"), (100, 2829, "by_concept")):
+            req = SearchRequest(model="synthetic-64", image_ids=[ids[0]], concepts=["common"], limit=limit)
+            ctx = resolve_context(conn, req, settings, kind="image", needs_text=False)
+            assert ctx.exact_cap == cap and ctx.concept_size == min(COMMON, cap + 1)  # counted no further
+            assert plan_search(ctx, req, "image", settings).driver == driver
+        # never above Settings.exact_search_max_candidates
+        low = settings.model_copy(update={"exact_search_max_candidates": 100})
+        req = SearchRequest(model="synthetic-64", image_ids=[ids[0]], concepts=["rare"])
+        ctx = resolve_context(conn, req, low, kind="image", needs_text=False)
+        assert ctx.exact_cap == 100 and plan_search(ctx, req, "image", low).driver == "by_concept"
+    assert search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0]], concepts=["common"], limit=100),
+                  settings).plan == "by_concept"
 
 
 def test_hnsw_recall_at_10_against_exact_search(vectors_db, settings):
@@ -154,8 +177,16 @@ def test_a_search_takes_at_most_three_round_trips(vectors_db, settings):
             trace.seek(0)
             sent = ["\t".join(line.split("\t")[2:])[:60] for line in trace.read().splitlines() if line.split("\t")[0] == "F"]
         trips.append(sum(m.startswith(("Sync", "Query")) for m in sent))
+    with db.pooled() as conn:  # the context statement ran prepared, planned once (generic plan)
+        plans = conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                             " WHERE statement LIKE '%%concept_driver_size%%'").fetchall()
+        mode = conn.execute("SHOW plan_cache_mode").fetchone()[0]
+    # (one prepared statement per set of parameter types: NULL and array parameters differ)
+    assert sum(g for g, _ in plans) == len(cases) and sum(c for _, c in plans) == 0, plans
+    assert mode == "auto"  # forced for that statement only
     db.close()
-    assert all(1 <= t <= 3 for t in trips), trips
+    # the context statement also reads a stored query item's vector: two round trips, not three
+    assert trips[:3] == [2, 2, 2] and 1 <= trips[3] <= 3, trips
 
 
 def test_show_sql_prints_the_statement_that_ran_runnable_as_is(vectors_db, settings):

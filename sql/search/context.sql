@@ -10,8 +10,13 @@
 --   %(concept_terms)s   text[]         required concepts as typed (without '#'), %(exclude_terms)s
 --                                      excluded ones; concept_tag() makes them tags, as it made the
 --                                      stored ones, and a term given twice counts once
---   %(cap)s             integer        Settings.exact_search_max_candidates: the driver sizes are
---                                      counted from their own index up to cap + 1, never further
+--   %(cap)s             integer        Settings.exact_search_max_candidates: the most candidates
+--                                      ever ranked exactly (see exact_cap below)
+--   %(rows)s            integer        rows the ranking returns (limit + offset)
+--   %(query_image_ids)s bigint[] or NULL  a search by stored images: their vectors for the model
+--   %(query_annotation_id)s bigint or NULL  a search by a stored box: its vector for the model
+--                                      (read here, by primary key, so that a search by stored
+--                                      items needs no statement of its own for its query vector)
 --
 -- Serving model (when none is named): among active models (text-capable ones for a text query),
 -- the most recently activated one that COVERS the searched datasets, i.e. has no stale item
@@ -74,6 +79,25 @@ concept_ids AS (
           GROUP BY 1) AS t
     LEFT JOIN concepts k ON k.tag = t.tag
 ),
+-- Exact or HNSW: a selective filter drives the ranking from its own index and ranks its n items
+-- exactly (cost ~ n); otherwise pgvector's HNSW iterative scan reads the model's index until
+-- `rows` items pass the filter, about rows / s index tuples at selectivity s = n / N, each
+-- costing a few distance computations on the graph (cost ~ rows * N / n). The two meet at
+-- n = c * sqrt(rows * N); c = 4 was measured at 100k x 1280-d (bench/bench_search.py: exact
+-- 1,000 items (a 1 in 100 filter) 18 ms vs HNSW 62 ms at recall 0.97; 10,000 items 129 ms vs 47 ms).
+-- N is the model's HNSW index size (pg_class.reltuples, kept by CREATE INDEX, VACUUM and
+-- ANALYZE; unknown before the first of these: then %(cap)s). Never above %(cap)s. The driver
+-- sizes below are counted up to exact_cap + 1, never further.
+exact_cap AS (
+    SELECT least(%(cap)s, coalesce(
+               (SELECT ceil(4 * sqrt(greatest(%(rows)s, 1)::float8 * r.reltuples))::integer
+                FROM pg_class r
+                WHERE r.oid = to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
+                                                                 ELSE 'object_embeddings' END, m.id))
+                  AND r.reltuples > 0),
+               %(cap)s)) AS cap
+    FROM (SELECT 1) one LEFT JOIN model m ON true
+),
 exclude_ids AS (
     SELECT array_agg(k.id ORDER BY t.ord) AS excluded,
            count(k.id) = count(*) AS all_found
@@ -100,21 +124,28 @@ SELECT
               AND q.dataset_id IN (SELECT id FROM searched)) AS has_failed,
     to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
                                               ELSE 'object_embeddings' END, m.id)) IS NOT NULL AS has_index,
-    -- the smallest required concept, in items of this kind, each counted up to cap + 1
+    -- the smallest required concept, in items of this kind, each counted up to exact_cap + 1
     -- (concept_driver_size(), sql/schema/0011_concept_size.sql)
-    concept_driver_size(%(kind)s, c.required, %(cap)s) AS concept_size,
+    k.cap AS exact_cap,
+    concept_driver_size(%(kind)s, c.required, k.cap) AS concept_size,
     -- the named datasets' items (images_dataset_external_id; boxes through their images)
     CASE WHEN %(dataset_names)s::text[] IS NOT NULL THEN
         CASE %(kind)s
             WHEN 'image' THEN
-                (SELECT count(*) FROM (SELECT 1 FROM images i WHERE i.dataset_id IN (SELECT id FROM ds)
-                                       LIMIT %(cap)s + 1) s)
+                (SELECT count(*) FROM (SELECT 1 FROM images i WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds))
+                                       LIMIT k.cap + 1) s)
             ELSE
                 (SELECT count(*) FROM (SELECT 1 FROM images i JOIN annotations a ON a.image_id = i.id
-                                       WHERE i.dataset_id IN (SELECT id FROM ds) LIMIT %(cap)s + 1) s)
+                                       WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds)) LIMIT k.cap + 1) s)
         END
-    END AS dataset_size
+    END AS dataset_size,
+    -- the query's stored vectors (fewer than the ids: unknown or not embedded, said by the caller)
+    (SELECT array_agg(e.embedding ORDER BY e.image_id) FROM image_embeddings e
+     WHERE e.model_id = m.id AND e.image_id = ANY (%(query_image_ids)s::bigint[])) AS query_image_vectors,
+    (SELECT e.embedding FROM object_embeddings e
+     WHERE e.model_id = m.id AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_vector
 FROM (SELECT 1) one
 LEFT JOIN model m ON true
 CROSS JOIN concept_ids c
-CROSS JOIN exclude_ids x;
+CROSS JOIN exclude_ids x
+CROSS JOIN exact_cap k;

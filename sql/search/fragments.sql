@@ -23,8 +23,19 @@ JOIN images i ON i.id = e.image_id
        WHERE l.concept_id = ANY (%(concept_ids)s::bigint[])) AS t
  GROUP BY t.image_id
  HAVING count(*) = cardinality(%(concept_ids)s::bigint[])) AS tagged
-JOIN image_embeddings e ON e.image_id = tagged.image_id
+JOIN image_embeddings e ON e.image_id = tagged.image_id{image}
+
+-- name: image_by_one_concept
+(SELECT a.image_id FROM annotations a WHERE a.concept_id = ANY (%(concept_ids)s::bigint[])
+ UNION
+ SELECT l.image_id FROM image_labels l WHERE l.concept_id = ANY (%(concept_ids)s::bigint[])) AS tagged
+JOIN image_embeddings e ON e.image_id = tagged.image_id{image}
+
+-- name: join_image
 JOIN images i ON i.id = e.image_id
+
+-- name: join_box_image
+JOIN images i ON i.id = a.image_id
 
 -- name: image_by_dataset
 images i
@@ -40,8 +51,7 @@ JOIN images i ON i.id = a.image_id
 
 -- name: object_by_concept
 annotations a
-JOIN object_embeddings e ON e.annotation_id = a.id
-JOIN images i ON i.id = a.image_id
+JOIN object_embeddings e ON e.annotation_id = a.id{image}
 
 -- name: object_by_dataset
 images i
@@ -51,10 +61,19 @@ JOIN object_embeddings e ON e.annotation_id = a.id
 -- name: sample
  TABLESAMPLE BERNOULLI (%(sample_percent)s)
 
--- Filters, ANDed into the WHERE clause.
+-- Filters, ANDed into the WHERE clause. Under an HNSW scan each is checked per row read from the
+-- index, by the primary key or the filter's own index (a probe per row: an HNSW scan reads about
+-- rows / selectivity of them, fewer than the filter holds, else the filter would drive). The
+-- one-concept test is one EXISTS over a UNION ALL so that PostgreSQL keeps it a per-row probe
+-- (two ORed EXISTS become hashed subplans that first read every item of the concept).
 
 -- name: in_datasets
 i.dataset_id = ANY (%(dataset_ids)s::bigint[])
+
+-- name: image_shows_concept
+EXISTS (SELECT 1 FROM image_labels l WHERE l.image_id = {image_id} AND l.concept_id = ANY (%(concept_ids)s::bigint[])
+        UNION ALL
+        SELECT 1 FROM annotations x WHERE x.image_id = {image_id} AND x.concept_id = ANY (%(concept_ids)s::bigint[]))
 
 -- name: image_shows_concepts
 NOT EXISTS (SELECT 1 FROM unnest(%(concept_ids)s::bigint[]) AS c (id)

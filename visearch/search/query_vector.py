@@ -47,6 +47,7 @@ def resolve_query_vector(
     text: str | None,
     shape,
     settings: Settings,
+    stored: list | None = None,
 ) -> QueryVector:
     """The query vector of ``req`` (a :class:`~visearch.search.service.SearchRequest`);
     ``shape`` (:class:`visearch.search.statements.Shape`) holds its resolved filters.
@@ -56,6 +57,9 @@ def resolve_query_vector(
             undecodable image or invalid crop box.
         NotFoundError: unknown image or annotation id.
         NotEmbeddedError: the item exists but has no vector for this model yet.
+
+    ``stored``: the vectors of ``req.image_ids`` / ``req.annotation_id`` already read (the search
+    context statement reads them with the rest); None reads them here.
     """
     sources = [
         name
@@ -75,6 +79,8 @@ def resolve_query_vector(
         return QueryVector(_embed_text(model, text, settings), source)
     if source == "image":
         return QueryVector(_embed_upload(model, req.image, req.crop_xywh, settings), source)
+    if source in ("image_ids", "annotation") and stored:
+        return QueryVector(_unit(np.mean([_unit(v) for v in stored], axis=0)), source)
     if source == "image_ids":
         return QueryVector(_stored_image_vectors(conn, model, list(req.image_ids)), source)
     if source == "annotation":

@@ -11,8 +11,10 @@ search is at most three round trips to PostgreSQL. The CLI and the HTTP API both
 Exact or approximate, decided from cheap information, never by counting the candidates:
 
 * a selective concept or dataset filter (its own index says it holds at most
-  ``Settings.exact_search_max_candidates`` items; counting stops there) drives the statement
-  from that index and ranks its rows exactly: cheaper than the index and complete;
+  ``Context.exact_cap`` items, about 4 * sqrt(rows * N) for a model of N vectors and
+  never more than ``Settings.exact_search_max_candidates``; counting stops there) drives the
+  statement from that index and ranks its rows exactly: cheaper than the index and complete
+  (the rule and its measurements: ``sql/search/context.sql``);
 * otherwise (no filter, or a broad one) the model's HNSW index orders the rows, with pgvector's
   iterative scan (``hnsw.iterative_scan = relaxed_order``) so that the filters, checked per
   row, do not leave the page short. If it still returns fewer rows than asked (a very
@@ -163,8 +165,12 @@ class Context:
     has_queued: bool
     has_failed: bool
     has_index: bool
-    concept_size: int | None  # items of the smallest required concept, counted up to cap + 1
-    dataset_size: int | None  # items of the named datasets, counted up to cap + 1
+    #: the most items a filter may hold to drive an exact ranking (``sql/search/context.sql``)
+    exact_cap: int
+    concept_size: int | None  # items of the smallest required concept, counted up to exact_cap + 1
+    dataset_size: int | None  # items of the named datasets, counted up to exact_cap + 1
+    #: the stored vectors of the query's image ids / annotation id, when all of them have one
+    stored_vectors: list | None = None
 
 
 @contextmanager
@@ -194,13 +200,13 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
     params = context_params(
         model_name=req.model or None, fallback_model=settings.model, needs_text=needs_text, kind=kind,
         dataset_names=list(req.datasets) if req.datasets else None, concept_terms=required,
-        exclude_terms=excluded, cap=settings.exact_search_max_candidates,
+        exclude_terms=excluded, cap=settings.exact_search_max_candidates, rows=req.limit + req.offset,
+        query_image_ids=list(dict.fromkeys(req.image_ids)) or None, query_annotation_id=req.annotation_id,
     )
-    # prepared: the plan barely depends on the values, and this runs on every search
-    row = conn.execute(read_sql("search/context.sql"), params, prepare=True).fetchone()
+    row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
     (model_id, name, dim, embeds_text, is_active, dataset_ids, disabled, all_enabled, searched_ids,
      concept_ids, concepts_found, exclude_ids, excludes_found, has_queued, has_failed, has_index,
-     concept_size, dataset_size) = row
+     exact_cap, concept_size, dataset_size, query_image_vectors, query_box_vector) = row
     if model_id is None and req.model:
         canonical = _canonical_model_name(req.model)
         if canonical != req.model:  # another spelling of a stored model ("openclip")
@@ -222,8 +228,43 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
         model=ModelRow(model_id, name, dim, embeds_text, is_active), dataset_ids=dataset_ids,
         searched_ids=searched_ids or [], all_enabled=all_enabled, concept_ids=concept_ids or [],
         exclude_concept_ids=exclude_ids or [], has_queued=has_queued, has_failed=has_failed,
-        has_index=has_index, concept_size=concept_size, dataset_size=dataset_size,
+        has_index=has_index, exact_cap=exact_cap, concept_size=concept_size, dataset_size=dataset_size,
+        stored_vectors=_stored(req, query_image_vectors, query_box_vector),
     )
+
+
+def _stored(req: SearchRequest, image_vectors, box_vector) -> list | None:
+    """The query's stored vectors as the context statement read them, or None when some are
+    missing (the query-vector step then reads them again and says which, and why)."""
+    if req.image_ids:
+        return image_vectors if image_vectors and len(image_vectors) == len(set(req.image_ids)) else None
+    if req.annotation_id is not None:
+        return [box_vector] if box_vector is not None else None
+    return None
+
+
+def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict) -> psycopg.Cursor:
+    """Run ``statement`` as a server-side prepared statement with a generic plan, planned once
+    per connection: the context statement's plan barely depends on its values, and planning it
+    took longer than running it (measured at 100k x 1280-d: 2.3 ms a call replanned, 0.8 ms
+    prepared with a generic plan; PostgreSQL kept choosing custom plans when left to decide).
+
+    Pooled connections do not prepare statements on their own (``prepare_threshold=None``, see
+    :meth:`visearch.db.database.Database.connect`); this one is prepared explicitly, and
+    ``plan_cache_mode = force_generic_plan`` holds for its execution only, in the same round
+    trip (PostgreSQL applies the setting to every statement with parameters, unnamed ones too:
+    a generic plan of a ranking statement cannot see its limit or filters).
+    """
+    threshold = conn.prepare_threshold
+    conn.prepare_threshold = 2**31 - 1  # prepare=True is honoured; nothing else gets prepared
+    try:
+        with conn.pipeline():
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            cur = conn.execute(statement, params, prepare=True)
+            conn.execute("RESET plan_cache_mode")
+        return cur
+    finally:
+        conn.prepare_threshold = threshold
 
 
 def _canonical_model_name(name: str) -> str:
@@ -255,7 +296,7 @@ def plan_search(ctx: Context, req: SearchRequest, kind: str, settings: Settings)
         driver = "hnsw"
     elif req.exact is True or not ctx.has_index:
         driver = smallest[1] if smallest else "scan"
-    elif smallest and smallest[0] <= settings.exact_search_max_candidates:
+    elif smallest and smallest[0] <= ctx.exact_cap:
         driver = smallest[1]
     else:
         driver = "hnsw"
@@ -304,7 +345,8 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
     with db.pooled() as conn, _autocommit(conn):
         ctx = resolve_context(conn, req, settings, kind=kind, needs_text=bool(text))
         shape = plan_search(ctx, req, kind, settings)
-        qv = resolve_query_vector(conn, ctx.model, kind, req, text=text, shape=shape, settings=settings)
+        qv = resolve_query_vector(conn, ctx.model, kind, req, text=text, shape=shape, settings=settings,
+                                  stored=ctx.stored_vectors)
         shape.params["query"] = qv.vector
         exact = shape.exact
         rows = _rank(conn, shape, wanted, settings, exact=exact)

@@ -93,17 +93,19 @@ def serving_model(
         names = [r[0] for r in conn.execute("SELECT name FROM datasets WHERE id = ANY(%s)", (list(dataset_ids),))]
     row = conn.execute(read_sql("search/context.sql"), context_params(
         model_name=None, fallback_model=None, needs_text=needs_text, kind="image",
-        dataset_names=names, concept_terms=[], exclude_terms=[], cap=0,
+        dataset_names=names, concept_terms=[], exclude_terms=[], cap=0, rows=1,
     )).fetchone()
     return ModelRow(*row[:5]) if row and row[0] is not None else None
 
 
 def context_params(*, model_name, fallback_model, needs_text, kind, dataset_names, concept_terms,
-                   exclude_terms, cap) -> dict:
+                   exclude_terms, cap, rows, query_image_ids=None, query_annotation_id=None) -> dict:
     """The parameters of ``sql/search/context.sql`` (documented there)."""
     return {"model_name": model_name, "fallback_model": fallback_model, "needs_text": needs_text,
             "kind": kind, "dataset_names": list(dataset_names) if dataset_names is not None else None,
-            "concept_terms": list(concept_terms), "exclude_terms": list(exclude_terms), "cap": cap}
+            "concept_terms": list(concept_terms), "exclude_terms": list(exclude_terms), "cap": cap,
+            "rows": rows,            "query_image_ids": list(query_image_ids) if query_image_ids else None,
+            "query_annotation_id": query_annotation_id}
 
 
 def search_coverage(

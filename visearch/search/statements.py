@@ -92,16 +92,26 @@ class Shape:
             return fragment("distance_exact")
         return fragment("distance_hnsw", dim=sql.Literal(self.dim))
 
+    def _needs_image(self) -> bool:
+        """A filter reads the image row (``i``): dataset, metadata, creation time."""
+        p = self.params
+        return bool(p.get("dataset_ids") is not None or p.get("metadata") is not None
+                    or p.get("created_from") or p.get("created_to"))
+
     def _needs_row_details(self) -> bool:
         p = self.params
-        return bool(
-            p.get("dataset_ids") is not None or p.get("metadata") is not None or p.get("created_from")
-            or p.get("created_to") or (self.kind == "object" and (p.get("concept_ids") or p.get("exclude_concept_ids")))
-        )
+        return self._needs_image() or bool(
+            self.kind == "object" and (p.get("concept_ids") or p.get("exclude_concept_ids")))
 
     def source(self, *, sample: bool = False) -> sql.Composed:
         sample_sql = fragment("sample") if sample else sql.SQL("")
-        if self.driver in ("by_concept", "by_dataset"):
+        if self.driver == "by_concept":
+            # the image row joined only for a filter that reads it; one concept needs no count
+            image = sql.SQL("\n") + fragment("join_image" if self.kind == "image" else "join_box_image") \
+                if self._needs_image() else sql.SQL("")
+            one = self.kind == "image" and len(self.params.get("concept_ids") or []) == 1
+            return fragment(f"{self.kind}_by_{'one_' if one else ''}concept", image=image)
+        if self.driver == "by_dataset":
             return fragment(f"{self.kind}_{self.driver}")
         name = f"{self.kind}_all_with_{'image' if self.kind == 'image' else 'box'}"
         if not self._needs_row_details():
@@ -118,7 +128,8 @@ class Shape:
         concepts = p.get("concept_ids") or []
         if self.kind == "image":
             if concepts and self.driver != "by_concept":
-                parts.append(fragment("image_shows_concepts", image_id=image_id))
+                name = "image_shows_concept" if len(concepts) == 1 else "image_shows_concepts"
+                parts.append(fragment(name, image_id=image_id))
             if p.get("exclude_concept_ids"):
                 parts.append(fragment("image_shows_none", image_id=image_id))
         else:
