@@ -25,4 +25,4 @@ SET claimed_by = %(worker)s,
     claims = q.claims + 1
 FROM ready
 WHERE (q.model_id, q.item_kind, q.item_id) = (ready.model_id, ready.item_kind, ready.item_id)
-RETURNING q.item_kind, q.item_id, q.enqueued_at, q.attempts;
+RETURNING q.item_kind, q.item_id, q.enqueued_at, q.attempts, q.priority;
