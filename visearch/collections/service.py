@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import psycopg
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from visearch.db.database import Database
@@ -60,7 +61,7 @@ class CollectionItem:
     width: int
     height: int
     external_id: str | None
-    bbox_xywh: tuple[float, float, float, float] | None  # COCO pixels, objects mode
+    bbox_xywh: list[float] | None  # COCO [x, y, w, h] pixels, objects mode
     concept: str | None
     iscrowd: bool | None
 
@@ -139,11 +140,11 @@ def record_search(
 
 
 def _select(conn, owner: str, *, collection_id: int | None = None, saved: bool | None = None) -> list[Collection]:
-    rows = conn.execute(
-        read_sql("collections/select_collections.sql"),
-        {"owner": owner, "id": collection_id, "saved": saved},
-    ).fetchall()
-    return [Collection(*r) for r in rows]
+    with conn.cursor(row_factory=class_row(Collection)) as cur:
+        return cur.execute(
+            read_sql("collections/select_collections.sql"),
+            {"owner": owner, "id": collection_id, "saved": saved},
+        ).fetchall()
 
 
 def _one(conn, owner: str, collection_id: int) -> Collection:
@@ -186,19 +187,11 @@ def collection_items(
 
 
 def _page(conn, collection_id: int, offset: int, limit: int) -> list[CollectionItem]:
-    rows = conn.execute(
-        read_sql("collections/items_page.sql"),
-        {"collection_id": collection_id, "offset": offset, "limit": limit},
-    ).fetchall()
-    items = []
-    for rank, score, image_id, ann_id, dataset, file_name, w, h, ext, x, y, bw, bh, concept, iscrowd in rows:
-        items.append(CollectionItem(
-            rank=rank, score=float(score), image_id=image_id, annotation_id=ann_id, dataset=dataset,
-            file_name=file_name, width=w, height=h, external_id=ext,
-            bbox_xywh=(x, y, bw, bh) if ann_id is not None and x is not None else None,
-            concept=concept, iscrowd=iscrowd,
-        ))
-    return items
+    with conn.cursor(row_factory=class_row(CollectionItem)) as cur:
+        return cur.execute(
+            read_sql("collections/items_page.sql"),
+            {"collection_id": collection_id, "offset": offset, "limit": limit},
+        ).fetchall()
 
 
 def save_collection(db: Database, owner: str, collection_id: int, name: str) -> Collection:
