@@ -118,24 +118,17 @@ def record_search(
         _lock_owner(conn, owner)
         conn.execute("DELETE FROM collections WHERE owner = %s AND NOT saved", (owner,))
         collection_id = conn.execute(
-            read_sql("collections/insert_collection.sql"),
+            read_sql("collections/insert_search.sql"),
             {
                 "owner": owner, "name": None, "mode": result.mode, "model": result.model,
                 "query": Jsonb(query), "exact": result.exact, "candidates": result.candidates,
                 "note": result.note, "histogram": Jsonb(histogram) if histogram is not None else None,
+                "ranks": list(range(1, len(hits) + 1)),
+                "image_ids": [h.image_id for h in hits],
+                "annotation_ids": [h.annotation_id if objects else None for h in hits],
+                "scores": [float(h.score) for h in hits],
             },
         ).fetchone()[0]
-        if hits:
-            conn.execute(
-                read_sql("collections/insert_items.sql"),
-                {
-                    "collection_id": collection_id,
-                    "ranks": list(range(1, len(hits) + 1)),
-                    "image_ids": [h.image_id for h in hits],
-                    "annotation_ids": [h.annotation_id if objects else None for h in hits],
-                    "scores": [float(h.score) for h in hits],
-                },
-            )
         return _one(conn, owner, collection_id), _page(conn, collection_id, 0, page_limit)
 
 
