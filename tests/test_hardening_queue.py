@@ -206,3 +206,40 @@ def test_an_interactive_write_waits_for_one_batch_of_a_backfill_not_the_whole_cl
     assert len(order) - position - 1 >= backlog - 3 * batch  # the backlog was far from done
     assert search(db, SearchRequest(image_ids=[interactive], limit=1)).hits[0].image_id == interactive
     assert worker.stop() == 0
+
+
+def test_the_closing_neighbour_refresh_gives_way_to_queued_items(db):
+    """The near-duplicate refresh that ends an embed run stops after one batch while anything is
+    claimable (new rows once waited minutes behind a 10k backfill's refresh), and finishes when
+    the queue is empty. Real vectors, a real HNSW index, the real refresh function."""
+    import numpy as np
+
+    from visearch.db.vectors import build_hnsw_index, write_vectors
+    from visearch.embed import refresh_neighbour_edges
+
+    with db.connect(autocommit=True) as conn:
+        with conn.transaction():
+            model = fake_model(conn, "m")
+            ds = add_dataset(conn)
+            ids = [r[0] for r in conn.execute(
+                "INSERT INTO images (dataset_id, sha256, width, height, format)"
+                " SELECT %s, sha256(g::text::bytea), 32, 32, 'JPEG' FROM generate_series(1, 12) g RETURNING id",
+                (ds,))]  # queued for model m, interactive
+            vecs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+            write_vectors(conn, model_id=model, item_kind="image", item_ids=ids[:10],
+                          vectors=vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+        assert build_hnsw_index(conn, "image", model)
+
+        def pending() -> int:
+            return conn.execute("SELECT count(*) FROM neighbour_pending WHERE model_id = %s", (model,)).fetchone()[0]
+
+        assert pending() == 10 and queue.waiting(conn, model_id=model)
+        assert refresh_neighbour_edges(conn, model, batch=4) == 4  # one batch, then gives way
+        assert pending() == 6
+        assert refresh_neighbour_edges(conn, model, dataset_ids=[ds + 1], batch=4) == 6  # nothing of its datasets queued
+        conn.execute("DELETE FROM neighbour_edges")
+        conn.execute("INSERT INTO neighbour_pending (model_id, item_kind, item_id)"
+                     " SELECT %s, 'image', unnest(%s::bigint[])", (model, ids[:10]))
+        conn.execute("DELETE FROM embedding_queue")  # drained
+        assert refresh_neighbour_edges(conn, model, batch=4) == 10 and pending() == 0
+        assert conn.execute("SELECT count(*) FROM neighbour_edges").fetchone()[0] > 0

@@ -343,16 +343,7 @@ def embed_pending(
             bar.close()
             try:
                 build_missing_indexes(conn, row.id)
-                # near-duplicate edges of the vectors just written (HNSW k-NN of each new item
-                # only), in small batches that give way to anything claimable or a stop: a row
-                # written meanwhile waits for one batch, not for the edges of a whole backfill
-                from visearch.curation.duplicates import refresh_neighbours
-
-                refresh_neighbours(
-                    conn, row.id, batch=REFRESH_BATCH,
-                    until=lambda: bool(stop and stop.is_set())
-                    or queue.waiting(conn, model_id=row.id, dataset_ids=dataset_ids),
-                )
+                refresh_neighbour_edges(conn, row.id, dataset_ids=dataset_ids, stop=stop)
             finally:
                 report.seconds = time.perf_counter() - started
                 report.remaining = sum(backlog(db, row.id, dataset_ids).values())
@@ -382,6 +373,25 @@ def build_missing_indexes(conn, model_id: int) -> list[str]:
             if build_hnsw_index(conn, kind, model_id):
                 built.append(kind)
     return built
+
+
+def refresh_neighbour_edges(
+    conn, model_id: int, *, dataset_ids: list[int] | None = None, stop: threading.Event | None = None,
+    batch: int = REFRESH_BATCH,
+) -> int:
+    """Near-duplicate edges of the vectors written since the last refresh (an HNSW k-NN lookup
+    of each new item: :func:`visearch.curation.duplicates.refresh_neighbours`), ``batch`` items
+    per transaction, giving way after each batch to anything claimable (of ``dataset_ids``) or
+    a ``stop``: a row written meanwhile waits for one batch, not for the edges of a whole
+    backfill (a 10k backfill's refresh once held a new row for minutes). What is left stays in
+    ``neighbour_pending`` for the next run. Returns the items processed.
+    """
+    from visearch.curation.duplicates import refresh_neighbours
+
+    return refresh_neighbours(
+        conn, model_id, batch=batch,
+        until=lambda: bool(stop and stop.is_set()) or queue.waiting(conn, model_id=model_id, dataset_ids=dataset_ids),
+    )
 
 
 def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int]) -> None:
