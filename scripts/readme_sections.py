@@ -42,7 +42,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "visearch model list": ("visearch/admin.py", "sql/admin/models.sql, sql/queue/queued.sql"),
     "visearch model activate": ("visearch/admin.py", ""),
     "visearch model deactivate": ("visearch/admin.py", ""),
-    "POST /v1/search": ("visearch/collections/search.py -> visearch/search/service.py",
+    "POST /v1/search": ("visearch/collections/service.py -> visearch/search/service.py",
                         "sql/search/*.sql, sql/collections/insert_search.sql"),
     "GET /v1/collections": ("visearch/collections/service.py", "sql/collections/select_collections.sql"),
     "GET /v1/collections/{collection_id:int}": ("visearch/collections/service.py",
@@ -109,10 +109,9 @@ SERVICES: dict[str, tuple[str, str]] = {
 # follows it, and the SQL files it reads; tests/test_examples.py traces a real request and
 # checks this list. Left out: the plumbing every route shares (SEARCH_PLUMBING).
 SEARCH_PATH = [
-    "visearch/http/controllers/search.py", "visearch/collections/search.py", "visearch/curation/refine.py",
+    "visearch/http/controllers/search.py", "visearch/collections/service.py", "visearch/curation/refine.py",
     "visearch/search/service.py", "visearch/search/query_vector.py", "visearch/search/serving.py",
-    "visearch/search/statements.py", "visearch/search/histogram.py", "visearch/collections/service.py",
-    "visearch/http/convert.py",
+    "visearch/search/statements.py", "visearch/search/histogram.py", "visearch/http/convert.py",
     "sql/search/context.sql", "sql/status/coverage.sql", "sql/search/fragments.sql", "sql/search/rank_images.sql",
     "sql/search/score_histogram.sql", "sql/collections/insert_search.sql",
     "sql/collections/select_collections.sql", "sql/collections/items_page.sql",
