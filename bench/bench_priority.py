@@ -9,8 +9,9 @@ A. Giving way, side by side (``--drain`` images, ``--repeats`` rounds, the two s
    ``--drain`` images (bulk), while a thread inserts one image by plain SQL (interactive) every
    ``--probe-every`` seconds and times it until its vector is committed. Run with
    ``yield_to_interactive=False`` (before: a claimed round of 256 runs to its end) and ``True``
-   (after: a bulk round gives way after the batch in flight). Reports the drain's items/s and
-   the probes' waits, and how long the run's closing near-duplicate refresh took.
+   (after: interactive items are embedded after the bulk batch in flight), and both again with no inserts
+   (the pure bulk rate). Reports the drain's items/s and the probes' waits, and how long the
+   run's closing near-duplicate refresh took.
 
 B. One ``visearch worker`` (default options, ``--interval 3600`` so only NOTIFY wakes it):
   1. idle: ``--runs`` inserts, one at a time, into an empty queue;
@@ -119,42 +120,51 @@ class Prober(threading.Thread):
 
 
 def give_way_side_by_side(db, model, model_id: int, probes_ds: int, args) -> list[list]:
-    """Part A; returns table rows."""
-    results: dict[bool, list[dict]] = {False: [], True: []}
+    """Part A; returns table rows. Each round drains the backlog four times: rounds running to
+    their end and rounds giving way, each with interactive inserts every ``--probe-every`` s and
+    with none (the pure bulk rate, where giving way costs only its per-batch check)."""
+    results: dict[tuple[float, bool], list[dict]] = {}
     n = 100
     for rep in range(args.repeats):
-        for give_way in ((False, True) if rep % 2 == 0 else (True, False)):
-            with db.transaction() as conn:  # the same backlog again: a new model's backfill (bulk)
+        settings = [(every, give_way) for every in (args.probe_every, 0.0) for give_way in (False, True)]
+        for every, give_way in (settings if rep % 2 == 0 else settings[::-1]):
+            with db.connect(autocommit=True) as conn:  # the same backlog again: a new model's backfill
                 conn.execute("DELETE FROM image_embeddings WHERE model_id = %s", (model_id,))
+                # dead entries left in the HNSW index would slow every later drain's inserts
+                conn.execute("VACUUM image_embeddings")
                 conn.execute("SELECT enqueue_model_backlog(%s)", (model_id,))
             bulk = queued(db)
-            prober = Prober(db, probes_ds, n, args.probe_every)
+            prober = Prober(db, probes_ds, n, every) if every else None
             batches: list[float] = []
             t0 = time.perf_counter()
-            prober.start()
+            if prober:
+                prober.start()
             report = embed_pending(db, model, batch_size=64, claim_size=256, progress=False,
                                    record_progress=False, yield_to_interactive=give_way,
                                    on_batch=lambda _items, _s: batches.append(time.perf_counter()))
             seconds = time.perf_counter() - t0
-            prober.done.set()
-            prober.join()
-            n = prober.n
-            results[give_way].append({
+            waits = []
+            if prober:
+                prober.done.set()
+                prober.join()
+                n, waits = prober.n, prober.waits
+            results.setdefault((every, give_way), []).append({
                 "bulk": bulk, "seconds": seconds, "rate": report.total_embedded / seconds,
                 "embed_rate": report.total_embedded / (batches[-1] - t0),
-                "refresh": t0 + seconds - batches[-1], "waits": prober.waits, "gave_way": report.gave_way,
+                "refresh": t0 + seconds - batches[-1], "waits": waits, "served": report.served_between,
             })
-            print(f"  round {rep + 1}, give way {give_way}: {report.total_embedded} items in {seconds:.1f} s, "
-                  f"probes {[round(w, 2) for w in prober.waits]}", file=sys.stderr)
+            print(f"  round {rep + 1}, probes every {every:g} s, give way {give_way}: {report.total_embedded} items"
+                  f" in {seconds:.1f} s, probes {[round(w, 2) for w in waits]}", file=sys.stderr)
     rows = []
-    for give_way, runs in results.items():
+    for (every, give_way), runs in results.items():
         waits = [w for r in runs for w in r["waits"]]
         rows.append([
-            "gives way after the batch in flight (after)" if give_way else "claimed round runs to its end (before)",
-            len(runs), runs[0]["bulk"],
-            statistics.median(r["rate"] for r in runs), statistics.median(r["embed_rate"] for r in runs),
-            statistics.median(r["refresh"] for r in runs), sum(r["gave_way"] for r in runs),
-            len(waits), *stats(waits),
+            "interactive served after the batch in flight (after)" if give_way
+            else "bulk batches back to back (before)",
+            f"every {every:g} s" if every else "none", len(runs), runs[0]["bulk"],
+            *(round(statistics.median(r[k] for r in runs), 2) for k in ("rate", "embed_rate", "refresh")),
+            sum(r["served"] for r in runs),
+            len(waits), *([round(v, 2) for v in stats(waits)] if waits else ["-", "-", "-"]),
         ])
     return rows
 
@@ -184,11 +194,11 @@ def main() -> None:
             ingest_folder(db, "drain", subset(tmp / "drain", args.drain // len(CLASSES), 1000 - args.drain // len(CLASSES)),
                           progress=False)
             part_a = give_way_side_by_side(db, model, model_id, ds, args)
-            print("\nA. a bulk drain with interactive inserts every "
-                  f"{args.probe_every:g} s, side by side (embed_pending in process: batch 64, claim 256)")
+            print("\nA. a bulk drain, with and without interactive inserts, side by side"
+                  " (embed_pending in process: batch 64, claim 256; items/s are medians over the runs)")
             print(tabulate(part_a, floatfmt=".2f", headers=[
-                "bulk round", "runs", "bulk items", "items/s (whole run)", "items/s (to last batch)",
-                "closing refresh s", "rounds cut short", "probes", "probe median s", "p90 s", "max s"]),
+                "bulk round", "interactive inserts", "runs", "bulk items", "items/s (whole run)", "items/s (to last batch)",
+                "closing refresh s", "times served between batches", "probes", "probe median s", "p90 s", "max s"]),
                   flush=True)
         if args.skip_worker:
             return

@@ -68,8 +68,8 @@ class EmbedReport:
     failures: list[tuple[str, int, str]] = field(default_factory=list)
     seconds: float = 0.0
     remaining: int = 0
-    #: bulk rounds cut short after a batch because interactive items were waiting
-    gave_way: int = 0
+    #: times interactive items were embedded between two batches of a bulk round
+    served_between: int = 0
 
     @property
     def total_embedded(self) -> int:
@@ -272,10 +272,11 @@ def embed_pending(
             its own row and passes False.
         on_batch: called with (items written, seconds) after each committed batch.
         yield_to_interactive: after each batch of bulk items, check (one index probe) whether
-            interactive items are claimable; if so give the rest of the round back and claim
-            again, interactive first. An interactive write then waits for at most one batch
-            (``batch_size`` items) of a backfill, not for a whole claim. ``False``: every
-            round runs to its end (``bench/bench_priority.py`` compares the two).
+            interactive items are claimable, and if so claim and embed them before the next
+            bulk batch (decoded in this process; the bulk round keeps its decode processes,
+            prefetched batches and claims). An interactive write then waits for at most one
+            batch (``batch_size`` items) of a backfill, not for a whole claim. ``False``: bulk
+            batches run back to back (``bench/bench_priority.py`` compares the two).
 
     Returns:
         An :class:`EmbedReport`. Failures are recorded in ``embedding_queue`` (``last_error``,
@@ -305,8 +306,29 @@ def embed_pending(
             disable=not progress, dynamic_ncols=True,
         )
         try:
-            def interactive_waiting() -> bool:
-                return queue.waiting(conn, model_id=row.id, priority=queue.INTERACTIVE, dataset_ids=dataset_ids)
+            def embed(claims: list[queue.Claim], decode_workers, between_batches=None) -> None:
+                _embed_claims(
+                    conn, model, row, worker, claims, report, batch_size=batch_size,
+                    num_workers=decode_workers, crop=crop, max_pixels=max_pixels, media_roots=media_roots,
+                    max_attempts=max_attempts, backoff_seconds=backoff_seconds, bar=bar, stop=stop,
+                    on_batch=on_batch, between_batches=between_batches,
+                )
+
+            def serve_interactive() -> None:
+                """Between two batches of a bulk round: embed the interactive items claimable now
+                (one index probe when there are none), decoded in this process. The bulk round
+                keeps its decode processes and prefetched batches, and its claims."""
+                if not queue.waiting(conn, model_id=row.id, priority=queue.INTERACTIVE, dataset_ids=dataset_ids):
+                    return
+                report.served_between += 1
+                while not (stop and stop.is_set()):
+                    claims = queue.claim(
+                        conn, model_id=row.id, worker=worker, limit=batch_size, lease_seconds=lease_seconds,
+                        dataset_ids=dataset_ids, priority=queue.INTERACTIVE,
+                    )
+                    if not claims:
+                        return
+                    embed(claims, 0)
 
             while not (stop and stop.is_set()):
                 claims = queue.claim(
@@ -315,28 +337,16 @@ def embed_pending(
                 )
                 if not claims:
                     break
-                # Interactive items first, in a round of their own (decoded in-process when they
-                # fit one batch: no decode processes to start). Then the bulk items, which give
-                # way between batches to interactive items claimable meanwhile: the rest of the
-                # round is given back and claimed again behind them.
+                # Interactive items first (claimed first), in a round of their own, decoded in
+                # this process when they fit one batch (no decode processes to start). Then the
+                # bulk items; between their batches, interactive items written meanwhile are
+                # embedded at once (serve_interactive), so they wait for one batch, not a claim.
                 interactive = [c for c in claims if c.priority == queue.INTERACTIVE]
-                rounds = [
-                    (interactive, 0 if len(interactive) <= batch_size else num_workers, None),
-                    ([c for c in claims if c.priority != queue.INTERACTIVE], num_workers,
-                     interactive_waiting if yield_to_interactive else None),
-                ]
-                for part, decode_workers, give_way in rounds:
-                    if part and not (stop and stop.is_set()):
-                        if _embed_claims(
-                            conn, model, row, worker, part, report, batch_size=batch_size,
-                            num_workers=decode_workers, crop=crop, max_pixels=max_pixels,
-                            media_roots=media_roots, max_attempts=max_attempts,
-                            backoff_seconds=backoff_seconds, bar=bar, stop=stop, on_batch=on_batch,
-                            give_way=give_way,
-                        ):
-                            report.gave_way += 1
-                            with conn.transaction():
-                                queue.release(conn, model_id=row.id, worker=worker)
+                bulk_claims = [c for c in claims if c.priority != queue.INTERACTIVE]
+                if interactive:
+                    embed(interactive, 0 if len(interactive) <= batch_size else num_workers)
+                if bulk_claims and not (stop and stop.is_set()):
+                    embed(bulk_claims, num_workers, serve_interactive if yield_to_interactive else None)
         finally:
             with conn.transaction():
                 queue.release(conn, model_id=row.id, worker=worker)
@@ -407,10 +417,10 @@ def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int]) ->
 def _embed_claims(
     conn, model, row: ModelRow, worker: str, claims: list[queue.Claim], report: EmbedReport, *,
     batch_size, num_workers, crop, max_pixels, media_roots, max_attempts, backoff_seconds, bar, stop,
-    on_batch, give_way: Callable[[], bool] | None = None,
-) -> bool:
-    """Embed one round of claims, committing batch by batch; True when ``give_way()`` said to
-    stop after a batch (the caller gives the unfinished claims back)."""
+    on_batch, between_batches: Callable[[], None] | None = None,
+) -> None:
+    """Embed one round of claims, committing batch by batch; ``between_batches()`` runs after
+    each batch but the last."""
     by_key = {(c.item_kind, c.item_id): c for c in claims}
     items, vanished, refused = _load_items(conn, claims, media_roots)
     if vanished or refused:
@@ -426,9 +436,11 @@ def _embed_claims(
     batches = iter_embedded_batches(
         items, model, batch_size=batch_size, num_workers=num_workers, crop=crop, max_pixels=max_pixels
     )
+    left = len(items)
     try:
         for batch in batches:
             t0 = time.perf_counter()
+            left -= len(batch.keys) + len(batch.failures)
             with conn.transaction():
                 done = queue.complete(
                     conn, model_id=row.id, worker=worker, claims=[by_key[k] for k in batch.keys]
@@ -451,9 +463,8 @@ def _embed_claims(
             if on_batch:
                 on_batch(len(batch.keys), time.perf_counter() - t0)
             if stop and stop.is_set():
-                return False
-            if give_way is not None and give_way():
-                return True
-        return False
+                return
+            if left and between_batches is not None:
+                between_batches()
     finally:
         batches.close()  # stops the decode processes at once when the round ends early

@@ -7,8 +7,8 @@ Protocol, for any number of workers on any number of machines:
 3. :func:`complete` deletes the queue rows it still holds and, in the same transaction, the
    caller writes their vectors; :func:`fail` records failures with a backoff.
 Between batches of a bulk round the worker asks :func:`waiting` whether interactive items
-(priority 0) are claimable, and if so gives the rest of the round back (:func:`release`) and
-claims again, interactive first.
+(priority 0) are claimable, and if so claims those alone (``priority=INTERACTIVE``) and embeds
+them before the next bulk batch.
 A worker that dies between 1 and 3 loses nothing: its lease runs out and another worker claims
 the items again.
 """
@@ -47,8 +47,10 @@ def claim(
     limit: int,
     lease_seconds: float,
     dataset_ids: list[int] | None = None,
+    priority: int | None = None,
 ) -> list[Claim]:
-    """Claim up to ``limit`` ready items, interactive first, then oldest first; commits."""
+    """Claim up to ``limit`` ready items (of ``priority`` only, if given), interactive first,
+    then oldest first; commits."""
     with conn.transaction(), conn.cursor(row_factory=class_row(Claim)) as cur:
         return cur.execute(
             read_sql("queue/claim.sql"),
@@ -58,6 +60,7 @@ def claim(
                 "limit": limit,
                 "lease_seconds": lease_seconds,
                 "dataset_ids": dataset_ids,
+                "priority": priority,
             },
         ).fetchall()
 
