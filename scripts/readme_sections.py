@@ -42,8 +42,8 @@ SERVICES: dict[str, tuple[str, str]] = {
     "visearch model list": ("visearch/admin.py", "sql/admin/models.sql, sql/queue/queued.sql"),
     "visearch model activate": ("visearch/admin.py", ""),
     "visearch model deactivate": ("visearch/admin.py", ""),
-    "POST /v1/search": ("visearch/collections/search.py -> visearch/search/service.py",
-                        "sql/search/*.sql, sql/collections/insert_*.sql"),
+    "POST /v1/search": ("visearch/collections/service.py -> visearch/search/service.py",
+                        "sql/search/*.sql, sql/collections/insert_search.sql"),
     "GET /v1/collections": ("visearch/collections/service.py", "sql/collections/select_collections.sql"),
     "GET /v1/collections/{collection_id:int}": ("visearch/collections/service.py",
                                                 "sql/collections/items_page.sql"),
@@ -104,6 +104,22 @@ SERVICES: dict[str, tuple[str, str]] = {
     "GET /v1/images/{image_id:int}/captions": ("visearch/housekeeping.py", ""),
     "GET /v1/models": ("visearch/admin.py (list_models)", "sql/admin/models.sql, sql/queue/queued.sql"),
 }
+
+# The files one `POST /v1/search` (by stored image ids) runs code in, in the order a reader
+# follows it, and the SQL files it reads; tests/test_examples.py traces a real request and
+# checks this list. Left out: the plumbing every route shares (SEARCH_PLUMBING).
+SEARCH_PATH = [
+    "visearch/http/controllers/search.py", "visearch/collections/service.py", "visearch/curation/refine.py",
+    "visearch/search/service.py", "visearch/search/query_vector.py", "visearch/search/serving.py",
+    "visearch/search/statements.py", "visearch/search/histogram.py", "visearch/http/convert.py",
+    "sql/search/context.sql", "sql/status/coverage.sql", "sql/search/fragments.sql", "sql/search/rank_images.sql",
+    "sql/search/score_histogram.sql", "sql/collections/insert_search.sql",
+    "sql/collections/select_collections.sql", "sql/collections/items_page.sql",
+]
+SEARCH_PLUMBING = [
+    "visearch/http/app.py", "visearch/http/auth.py", "visearch/http/edge.py", "visearch/http/reads.py",
+    "visearch/db/database.py", "visearch/db/routing.py", "visearch/resources.py",
+]
 
 # Folders outside the package, in the order shown, with what they hold.
 FOLDERS = {
@@ -171,6 +187,16 @@ def map_section() -> str:
     for key, module in entries():
         service, sql = SERVICES.get(key, ("?", "?"))
         rows.append(f"| `{key}` | `{_module_path(module)}` | {service} | {sql or '-'} |")
+    python = [p for p in SEARCH_PATH if p.endswith(".py")]
+    rows += [
+        "",
+        f"Following one `POST /v1/search` (by stored image ids) means reading {len(SEARCH_PATH)} files, "
+        f"{len(python)} Python and {len(SEARCH_PATH) - len(python)} SQL, in this order (traced on a real "
+        "request by `tests/test_examples.py`; left out: the plumbing every route shares, "
+        + ", ".join(f"`{p}`" for p in SEARCH_PLUMBING) + "):",
+        "",
+        *[f"{n}. `{p}`" for n, p in enumerate(SEARCH_PATH, 1)],
+    ]
     return "\n".join(rows)
 
 

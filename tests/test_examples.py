@@ -60,3 +60,58 @@ def test_search_from_python_example_runs_end_to_end(db, tmp_path):
     lines = out.split("images like image")[1].splitlines()[1:4]
     assert lines[0].split()[0] == "1.0000", out  # the query image first, similarity 1
     assert "most typical #indoor: " in out and out.count(".jpg") >= 6, out
+
+
+def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
+    """`POST /v1/search` traced (a profiler on every thread): the visearch modules whose code runs
+    for it and the SQL files it reads, leaving out the plumbing every route shares, are exactly
+    the README map's list (``SEARCH_PATH`` in scripts/readme_sections.py)."""
+    import threading
+
+    import numpy as np
+    from litestar.testing import TestClient
+
+    import visearch
+    from visearch import resources
+    from visearch.db.vectors import write_vectors
+    from visearch.http.app import create_app
+
+    from test_freshness import add_dataset, add_image, fake_model
+
+    sections = _readme_sections()
+    with db.transaction() as conn:
+        model = fake_model(conn, "m")
+        ds = add_dataset(conn)
+        ids = [add_image(conn, ds, p) for p in coco_files(3)]
+        write_vectors(conn, model_id=model, item_kind="image", item_ids=ids,
+                      vectors=np.eye(3, dtype=np.float32))
+    package = Path(visearch.__file__).resolve().parent
+    ran, sql_read, tracing = set(), set(), threading.Event()
+
+    def profile(frame, event, _arg):
+        if event == "call" and tracing.is_set():
+            path = frame.f_code.co_filename
+            if path.startswith(str(package)):
+                ran.add(Path(path).relative_to(ROOT).as_posix())
+                if frame.f_code is resources.read_sql.__wrapped__.__code__:
+                    sql_read.add(f"sql/{frame.f_locals['name']}")
+
+    body = {"image_ids": [ids[0]], "limit": 2}
+    threading.setprofile(profile)
+    sys.setprofile(profile)
+    try:
+        with TestClient(create_app(settings.model_copy(update={"api_keys": []}), db)) as client:
+            assert client.post("/v1/search", json=body).status_code == 200  # warm: imports, pools
+            for module in [m for name, m in sys.modules.items() if name.startswith("visearch.")]:
+                for value in list(vars(module).values()):  # so each SQL file read shows as a call
+                    if callable(getattr(value, "cache_clear", None)):
+                        value.cache_clear()
+            tracing.set()
+            response = client.post("/v1/search", json=body)
+            tracing.clear()
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    assert response.status_code == 200 and response.json()["items"][0]["image_id"] == ids[0]
+    followed = (ran | sql_read) - set(sections.SEARCH_PLUMBING)
+    assert sorted(followed) == sorted(sections.SEARCH_PATH), "\n".join(sorted(followed))

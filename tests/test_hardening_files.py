@@ -16,9 +16,13 @@ from litestar.testing import TestClient
 from PIL import Image
 
 from visearch import catalog
+from visearch.embed import embed_pending
 from visearch.errors import ForbiddenError
 from visearch.http.app import create_app
 from visearch.ingest import ingest_folder, path_from_source_uri
+from visearch.status import collect_status
+
+from test_freshness import effnet  # noqa: F401 (fixture)
 
 
 def _photos(coco128: Path, n: int) -> list[Path]:
@@ -104,6 +108,41 @@ def test_reference_only_images_are_served_only_inside_the_media_roots(db, refere
     with pytest.raises(ForbiddenError):
         catalog.image_original(db, 1, media_roots=elsewhere.media_roots)
     assert catalog.image_original(db, ids["outside"], media_roots=[tmp_path])[0] == b"root:x:0:0\n"
+
+
+def test_the_embedder_reads_no_file_outside_the_media_roots(db, referenced, tmp_path, effnet):
+    """A reference-only row pointing outside the roots (directly, or by a symlink inside a root)
+    fails with its reason and is never opened; the rest of the run is embedded."""
+    outside = tmp_path / "elsewhere" / "photo.jpg"  # a real, decodable photo: reading it would work
+    outside.parent.mkdir()
+    shutil.copyfile(sorted(referenced.glob("*.jpg"))[0], outside)
+    (referenced / "link.jpg").symlink_to(outside)  # inside the root by name only
+    os.utime(outside, (0, outside.stat().st_mtime))  # atime < mtime: relatime records the next read
+    ds = _sql(db, "SELECT id FROM datasets WHERE name = 'ref'")[0][0]
+    refused = {}
+    for name, uri in [("outside", outside.as_uri()), ("link", (referenced / "link.jpg").as_uri())]:
+        refused[name] = _sql(db, "INSERT INTO images (dataset_id, sha256, width, height, format, source_uri)"
+                                 " VALUES (%s, sha256(%s::bytea), 640, 480, 'JPEG', %s) RETURNING id",
+                             (ds, name.encode(), uri))[0][0]
+    box = _sql(db, "INSERT INTO annotations (image_id, bbox_x, bbox_y, bbox_w, bbox_h)"
+                   " VALUES (%s, 10, 10, 100, 100) RETURNING id", (refused["outside"],))[0][0]
+    inside = [r[0] for r in _sql(db, "SELECT id FROM images WHERE id <> ALL (%s)", (list(refused.values()),))]
+    assert len(inside) == 2
+
+    report = embed_pending(db, effnet, progress=False, num_workers=0, batch_size=2)
+
+    assert os.stat(outside).st_atime == 0  # never opened, by the main process or a decoder
+    assert {r[0] for r in _sql(db, "SELECT image_id FROM image_embeddings")} == set(inside)
+    assert _sql(db, "SELECT count(*) FROM object_embeddings")[0][0] == 0
+    failed = {(k, i): (f, e) for k, i, f, e in _sql(
+        db, "SELECT item_kind, item_id, failed, last_error FROM embedding_queue")}
+    assert set(failed) == {("image", refused["outside"]), ("image", refused["link"]), ("object", box)}
+    for given_up, reason in failed.values():  # at once: retrying cannot help until the roots change
+        assert given_up and reason.startswith("outside the media roots: file://"), reason
+    assert {(k, i) for k, i, _ in report.failures} == set(failed)
+    # visearch status lists them under that reason
+    groups = [g for g in collect_status(db).failures if g["reason"] == "outside the media roots"]
+    assert sum(g["items"] for g in groups) == 3 and all(g["given_up"] for g in groups)
 
 
 def test_thumbnails_have_an_etag_answer_304_and_are_cached(db, referenced, settings):

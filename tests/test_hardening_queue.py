@@ -9,8 +9,11 @@ import time
 from visearch import catalog
 from visearch.db import queue
 from visearch.ingest import ingest_folder
+from visearch.resources import read_sql
+from visearch.search import SearchRequest, search
 
 from test_freshness import add_dataset, add_image, coco_files, fake_model
+from test_worker import workers, write_log  # noqa: F401 (fixtures)
 
 
 def _row(conn, image_id):
@@ -76,6 +79,13 @@ def test_interactive_writes_are_claimed_before_a_bulk_backlog(db, coco128, tmp_p
             "EXPLAIN SELECT q.item_id FROM embedding_queue q WHERE q.model_id = %s AND NOT q.failed"
             " ORDER BY q.priority, q.enqueued_at LIMIT 256", (model,)))
         assert "embedding_queue_ready_priority" in plan and "Sort" not in plan, plan
+        # so is the check a bulk round makes between batches: are interactive items waiting?
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN " + read_sql("queue/waiting.sql"),
+            {"model_id": model, "priority": queue.INTERACTIVE, "dataset_ids": None}))
+        assert "embedding_queue_ready_priority" in plan, plan
+        assert queue.waiting(conn, model_id=model, priority=queue.INTERACTIVE)  # `first` above
+        assert queue.waiting(conn, model_id=model, priority=queue.INTERACTIVE, dataset_ids=[ds + 1]) is False
     assert report.images_added == 10
 
 
@@ -136,3 +146,100 @@ def test_the_no_vectors_advice_names_a_command_that_exists(db):
     result = CliRunner().invoke(cli, [*args, "--help"])
     assert result.exit_code == 0, (command, result.output)
     assert "Embed every image and box" in result.output
+
+
+def test_an_interactive_write_waits_for_one_batch_of_a_backfill_not_the_whole_claim(
+        db, workers, write_log, cifar10, tmp_path):
+    """A real worker drains a real bulk backlog (40 CIFAR-10 photos claimed at once, batches of
+    4). An interactive INSERT committed while the worker is inside its second batch is embedded
+    after that batch, ahead of the other 32 claimed items, and before the backlog is done.
+    Mid-batch by construction: the worker's vector writes wait at a gate (an advisory lock this
+    test holds) once the first batch is written, and the insert is committed there."""
+    from test_worker import count, wait_for
+
+    batch, backlog = 4, 40
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    for n, path in enumerate(sorted((cifar10 / "cat").glob("*.jpg"))[:backlog]):
+        (folder / f"{n:03d}.jpg").write_bytes(path.read_bytes())
+    with db.connect() as conn:
+        conn.execute("""
+            CREATE FUNCTION test_gate_vector_write() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF (SELECT count(*) FROM test_vector_writes) >= 4 THEN
+                    PERFORM pg_advisory_xact_lock_shared(7778);
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_gate_image_vector BEFORE INSERT ON image_embeddings
+                FOR EACH ROW EXECUTE FUNCTION test_gate_vector_write();
+        """)
+        conn.commit()
+    gate = db.connect(autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(7778)")
+    try:
+        worker = workers("worker-bulk", "--batch-size", str(batch), "--claim-size", str(backlog))
+        worker.wait_ready(db)
+        ingest_folder(db, "bulk", folder, progress=False, workers=1)  # the backfill (bulk priority)
+        with db.connect(autocommit=True) as conn:
+            wait_for(lambda: conn.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 7778 AND NOT granted"
+            ).fetchone(), 120, f"the worker to reach its second batch\n{worker.output}")
+            written_before = count(conn, "SELECT count(*) FROM test_vector_writes")
+            # the rest of the backlog is claimed: the old worker embedded all of it first
+            assert count(conn, "SELECT count(*) FROM embedding_queue WHERE claimed_by IS NOT NULL") == backlog - batch
+            ds = conn.execute("SELECT id FROM datasets WHERE name = 'bulk'").fetchone()[0]
+            with conn.transaction():  # another client's INSERT: interactive
+                interactive = add_image(conn, ds, sorted((cifar10 / "dog").glob("*.jpg"))[0])
+    finally:
+        gate.close()  # opens the gate
+    with db.connect(autocommit=True) as conn:
+        wait_for(lambda: count(conn, "SELECT count(*) FROM embedding_queue") == 0, 120,
+                 f"the backlog to drain\n{worker.output}")
+        conn.execute("DROP TRIGGER test_gate_image_vector ON image_embeddings; DROP FUNCTION test_gate_vector_write")
+        order = [r[0] for r in conn.execute(
+            "SELECT item_id FROM test_vector_writes WHERE item_kind = 'image' ORDER BY at")]
+    assert written_before == batch and len(order) == backlog + 1 == len(set(order))
+    position = order.index(interactive)
+    # bulk items written after the insert committed and before it: the batch in flight, no more
+    assert position - written_before <= batch, (position, written_before)
+    assert len(order) - position - 1 >= backlog - 3 * batch  # the backlog was far from done
+    assert search(db, SearchRequest(image_ids=[interactive], limit=1)).hits[0].image_id == interactive
+    assert worker.stop() == 0
+
+
+def test_the_closing_neighbour_refresh_gives_way_to_queued_items(db):
+    """The near-duplicate refresh that ends an embed run stops after one batch while anything is
+    claimable (new rows once waited minutes behind a 10k backfill's refresh), and finishes when
+    the queue is empty. Real vectors, a real HNSW index, the real refresh function."""
+    import numpy as np
+
+    from visearch.db.vectors import build_hnsw_index, write_vectors
+    from visearch.embed import refresh_neighbour_edges
+
+    with db.connect(autocommit=True) as conn:
+        with conn.transaction():
+            model = fake_model(conn, "m")
+            ds = add_dataset(conn)
+            ids = [r[0] for r in conn.execute(
+                "INSERT INTO images (dataset_id, sha256, width, height, format)"
+                " SELECT %s, sha256(g::text::bytea), 32, 32, 'JPEG' FROM generate_series(1, 12) g RETURNING id",
+                (ds,))]  # queued for model m, interactive
+            vecs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+            write_vectors(conn, model_id=model, item_kind="image", item_ids=ids[:10],
+                          vectors=vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+        assert build_hnsw_index(conn, "image", model)
+
+        def pending() -> int:
+            return conn.execute("SELECT count(*) FROM neighbour_pending WHERE model_id = %s", (model,)).fetchone()[0]
+
+        assert pending() == 10 and queue.waiting(conn, model_id=model)
+        assert refresh_neighbour_edges(conn, model, batch=4) == 4  # one batch, then gives way
+        assert pending() == 6
+        assert refresh_neighbour_edges(conn, model, dataset_ids=[ds + 1], batch=4) == 6  # nothing of its datasets queued
+        conn.execute("DELETE FROM neighbour_edges")
+        conn.execute("INSERT INTO neighbour_pending (model_id, item_kind, item_id)"
+                     " SELECT %s, 'image', unnest(%s::bigint[])", (model, ids[:10]))
+        conn.execute("DELETE FROM embedding_queue")  # drained
+        assert refresh_neighbour_edges(conn, model, batch=4) == 10 and pending() == 0
+        assert conn.execute("SELECT count(*) FROM neighbour_edges").fetchone()[0] > 0

@@ -156,7 +156,7 @@ def embed(obj: CliContext, datasets, batch_size, num_workers, bulk):
         click.echo("no active model: `visearch model activate NAME` or `visearch --model SPEC embed`")
     for model in models:
         report = embed_pending(obj.db, model, dataset_ids=dataset_ids, bulk=bulk,
-                               max_pixels=obj.settings.max_image_pixels,
+                               max_pixels=obj.settings.max_image_pixels, media_roots=obj.settings.media_roots,
                                batch_size=batch_size or obj.settings.batch_size, num_workers=num_workers)
         click.echo(report.summary())
 

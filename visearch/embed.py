@@ -23,10 +23,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
+from psycopg.rows import namedtuple_row
 from tqdm import tqdm
 
 from visearch.db import queue
@@ -42,12 +44,18 @@ from visearch.db.vectors import (
 from visearch.embedding import CropSpec, EmbeddingModel
 from visearch.embedding.decode import DEFAULT_MAX_PIXELS
 from visearch.embedding.pipeline import EmbedItem, iter_embedded_batches
-from visearch.ingest.files import path_from_source_uri
+from visearch.errors import ForbiddenError
+from visearch.media import media_roots as media_roots_in_force
+from visearch.media import path_from_source_uri, resolve_media_path
 from visearch.resources import read_sql
 
 log = logging.getLogger(__name__)
 
 ITEM_KINDS = ("image", "object")
+
+#: Items per transaction of the near-duplicate neighbour refresh that ends an embed run; between
+#: them the refresh gives way to anything claimable (an HNSW k-NN lookup each: a few seconds).
+REFRESH_BATCH = 256
 
 
 @dataclass
@@ -60,6 +68,8 @@ class EmbedReport:
     failures: list[tuple[str, int, str]] = field(default_factory=list)
     seconds: float = 0.0
     remaining: int = 0
+    #: times interactive items were embedded between two batches of a bulk round
+    served_between: int = 0
 
     @property
     def total_embedded(self) -> int:
@@ -162,44 +172,56 @@ class RunProgress:
             log.warning("could not record progress: %s", exc)
 
 
-def _load_items(conn, claims: list[queue.Claim]) -> tuple[list[EmbedItem], list[queue.Claim]]:
-    """Payloads for claimed items; claims whose item was deleted meanwhile come back separately.
+def _load_items(
+    conn, claims: list[queue.Claim], configured_roots: Sequence[Path] = (),
+) -> tuple[list[EmbedItem], list[queue.Claim], list[tuple[str, int, str]]]:
+    """Payloads for claimed items.
 
-    Boxes are listed image by image and share their image's bytes object, so each image is
-    fetched from the database once and decoded once per batch (the pipeline keeps the last
+    Returns:
+        ``(items, vanished, refused)``: what to embed; claims whose item was deleted meanwhile;
+        ``(kind, id, reason)`` of reference-only items whose file lies outside the media roots
+        (:func:`visearch.media.resolve_media_path`, the rule serving follows too: symlinks
+        resolved first), which are never read.
+
+    An image's boxes are listed together and share their image's bytes object, so each image
+    is fetched from the database once and decoded once per batch (the pipeline keeps the last
     decoded image per worker).
     """
     image_ids = [c.item_id for c in claims if c.item_kind == "image"]
     object_ids = [c.item_id for c in claims if c.item_kind == "object"]
-    boxes = (
-        conn.execute(read_sql("queue/object_payloads.sql"), {"ids": object_ids}).fetchall()
-        if object_ids else []
-    )
-    needed = list(dict.fromkeys(image_ids + [b[1] for b in boxes]))
-    sources = {
-        image_id: _source(content, uri)
-        for image_id, content, uri in conn.execute(read_sql("queue/image_payloads.sql"), {"ids": needed})
-    } if needed else {}
-    items = [EmbedItem(key=("image", i), **sources[i]) for i in image_ids if i in sources]
-    items += [
-        EmbedItem(key=("object", ann_id), bbox_xywh=(x, y, w, h), **sources[image_id])
-        for ann_id, image_id, x, y, w, h in boxes
-        if image_id in sources
-    ]
-    found = {item.key for item in items}
-    vanished = [c for c in claims if (c.item_kind, c.item_id) not in found]
-    return items, vanished
+    with conn.cursor(row_factory=namedtuple_row) as cur:
+        boxes = {
+            b.id: b for b in cur.execute(read_sql("queue/object_payloads.sql"), {"ids": object_ids})
+        } if object_ids else {}
+        needed = list(dict.fromkeys(image_ids + [b.image_id for b in boxes.values()]))
+        payloads = cur.execute(read_sql("queue/image_payloads.sql"), {"ids": needed}).fetchall() if needed else []
+    roots = media_roots_in_force(conn, configured_roots) if any(p.content is None for p in payloads) else []
+    sources = {p.id: _source(p.content, p.source_uri, roots) for p in payloads}
+    keyed = [(("image", i), i, None) for i in image_ids]
+    keyed += [(("object", b.id), b.image_id, (b.bbox_x, b.bbox_y, b.bbox_w, b.bbox_h)) for b in boxes.values()]
+    items, refused = [], []
+    for key, image_id, bbox in keyed:
+        source = sources.get(image_id)
+        if isinstance(source, str):
+            refused.append((*key, source))
+        elif source is not None:
+            items.append(EmbedItem(key=key, bbox_xywh=bbox, **source))
+    present = {item.key for item in items} | {(kind, item_id) for kind, item_id, _ in refused}
+    vanished = [c for c in claims if (c.item_kind, c.item_id) not in present]
+    return items, vanished, refused
 
 
-def _source(content, uri) -> dict:
+def _source(content, uri: str | None, roots: Sequence[Path]) -> dict | str:
+    """An :class:`EmbedItem`'s ``data=`` / ``path=``, or why the file may not be read."""
     if content is not None:
         return {"data": bytes(content)}
     try:
+        return {"path": str(resolve_media_path(uri or "", roots))}
+    except ForbiddenError as exc:
+        return f"outside the media roots: {uri}: {exc}"  # the item fails with this reason
+    except FileNotFoundError:
+        # inside a root but gone (for now): the pipeline reports it, and it is retried
         return {"path": str(path_from_source_uri(uri or ""))}
-    except ValueError:
-        # another tool wrote a plain path (or something unreadable): that item fails with the
-        # pipeline's reason, the rest of the batch goes on
-        return {"path": uri or ""}
 
 
 def embed_pending(
@@ -212,6 +234,7 @@ def embed_pending(
     num_workers: int | None = None,
     crop: CropSpec = CropSpec(),
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    media_roots: Sequence[Path] = (),
     worker_id: str | None = None,
     lease_seconds: float = 600.0,
     max_attempts: int = 3,
@@ -221,6 +244,7 @@ def embed_pending(
     record_progress: bool = True,
     stop: threading.Event | None = None,
     on_batch: Callable[[int, float], None] | None = None,
+    yield_to_interactive: bool = True,
 ) -> EmbedReport:
     """Embed every queued image and box for ``model`` until the queue is empty (or ``stop`` is set).
 
@@ -234,6 +258,9 @@ def embed_pending(
         crop: how boxes become crops (context margin, squaring); the same rule serves queries.
         max_pixels: the decode limit; pass ``Settings.max_image_pixels``, the limit ingest and
             uploads use, so an image that was accepted is never refused here.
+        media_roots: ``Settings.media_roots`` (empty: the folders ingested from). A
+            reference-only image whose file lies outside them (symlinks resolved) is never
+            read: the item fails at once with the reason (:mod:`visearch.media`).
         lease_seconds: how long a claim is held before another worker may take it over.
         max_attempts: failures before an item is marked failed (with its last reason).
         bulk: drop the model's HNSW index of each item kind with a backlog bigger than the
@@ -244,6 +271,12 @@ def embed_pending(
             so ``visearch status`` shows it with its rate and an ETA; ``visearch worker`` keeps
             its own row and passes False.
         on_batch: called with (items written, seconds) after each committed batch.
+        yield_to_interactive: after each batch of bulk items, check (one index probe) whether
+            interactive items are claimable, and if so claim and embed them before the next
+            bulk batch (decoded in this process; the bulk round keeps its decode processes,
+            prefetched batches and claims). An interactive write then waits for at most one
+            batch (``batch_size`` items) of a backfill, not for a whole claim. ``False``: bulk
+            batches run back to back (``bench/bench_priority.py`` compares the two).
 
     Returns:
         An :class:`EmbedReport`. Failures are recorded in ``embedding_queue`` (``last_error``,
@@ -273,6 +306,30 @@ def embed_pending(
             disable=not progress, dynamic_ncols=True,
         )
         try:
+            def embed(claims: list[queue.Claim], decode_workers, between_batches=None) -> None:
+                _embed_claims(
+                    conn, model, row, worker, claims, report, batch_size=batch_size,
+                    num_workers=decode_workers, crop=crop, max_pixels=max_pixels, media_roots=media_roots,
+                    max_attempts=max_attempts, backoff_seconds=backoff_seconds, bar=bar, stop=stop,
+                    on_batch=on_batch, between_batches=between_batches,
+                )
+
+            def serve_interactive() -> None:
+                """Between two batches of a bulk round: embed the interactive items claimable now
+                (one index probe when there are none), decoded in this process. The bulk round
+                keeps its decode processes and prefetched batches, and its claims."""
+                if not queue.waiting(conn, model_id=row.id, priority=queue.INTERACTIVE, dataset_ids=dataset_ids):
+                    return
+                report.served_between += 1
+                while not (stop and stop.is_set()):
+                    claims = queue.claim(
+                        conn, model_id=row.id, worker=worker, limit=batch_size, lease_seconds=lease_seconds,
+                        dataset_ids=dataset_ids, priority=queue.INTERACTIVE,
+                    )
+                    if not claims:
+                        return
+                    embed(claims, 0)
+
             while not (stop and stop.is_set()):
                 claims = queue.claim(
                     conn, model_id=row.id, worker=worker, limit=claim_size,
@@ -280,21 +337,23 @@ def embed_pending(
                 )
                 if not claims:
                     break
-                _embed_claims(
-                    conn, model, row, worker, claims, report, batch_size=batch_size,
-                    num_workers=num_workers, crop=crop, max_pixels=max_pixels, max_attempts=max_attempts,
-                    backoff_seconds=backoff_seconds, bar=bar, stop=stop, on_batch=on_batch,
-                )
+                # Interactive items first (claimed first), in a round of their own, decoded in
+                # this process when they fit one batch (no decode processes to start). Then the
+                # bulk items; between their batches, interactive items written meanwhile are
+                # embedded at once (serve_interactive), so they wait for one batch, not a claim.
+                interactive = [c for c in claims if c.priority == queue.INTERACTIVE]
+                bulk_claims = [c for c in claims if c.priority != queue.INTERACTIVE]
+                if interactive:
+                    embed(interactive, 0 if len(interactive) <= batch_size else num_workers)
+                if bulk_claims and not (stop and stop.is_set()):
+                    embed(bulk_claims, num_workers, serve_interactive if yield_to_interactive else None)
         finally:
             with conn.transaction():
                 queue.release(conn, model_id=row.id, worker=worker)
             bar.close()
             try:
                 build_missing_indexes(conn, row.id)
-                # near-duplicate edges of the vectors just written (HNSW k-NN of each new item only)
-                from visearch.curation.duplicates import refresh_neighbours
-
-                refresh_neighbours(conn, row.id)
+                refresh_neighbour_edges(conn, row.id, dataset_ids=dataset_ids, stop=stop)
             finally:
                 report.seconds = time.perf_counter() - started
                 report.remaining = sum(backlog(db, row.id, dataset_ids).values())
@@ -326,6 +385,25 @@ def build_missing_indexes(conn, model_id: int) -> list[str]:
     return built
 
 
+def refresh_neighbour_edges(
+    conn, model_id: int, *, dataset_ids: list[int] | None = None, stop: threading.Event | None = None,
+    batch: int = REFRESH_BATCH,
+) -> int:
+    """Near-duplicate edges of the vectors written since the last refresh (an HNSW k-NN lookup
+    of each new item: :func:`visearch.curation.duplicates.refresh_neighbours`), ``batch`` items
+    per transaction, giving way after each batch to anything claimable (of ``dataset_ids``) or
+    a ``stop``: a row written meanwhile waits for one batch, not for the edges of a whole
+    backfill (a 10k backfill's refresh once held a new row for minutes). What is left stays in
+    ``neighbour_pending`` for the next run. Returns the items processed.
+    """
+    from visearch.curation.duplicates import refresh_neighbours
+
+    return refresh_neighbours(
+        conn, model_id, batch=batch,
+        until=lambda: bool(stop and stop.is_set()) or queue.waiting(conn, model_id=model_id, dataset_ids=dataset_ids),
+    )
+
+
 def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int]) -> None:
     for kind in ITEM_KINDS:
         stored = conn.execute(
@@ -338,38 +416,55 @@ def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int]) ->
 
 def _embed_claims(
     conn, model, row: ModelRow, worker: str, claims: list[queue.Claim], report: EmbedReport, *,
-    batch_size, num_workers, crop, max_pixels, max_attempts, backoff_seconds, bar, stop, on_batch,
+    batch_size, num_workers, crop, max_pixels, media_roots, max_attempts, backoff_seconds, bar, stop,
+    on_batch, between_batches: Callable[[], None] | None = None,
 ) -> None:
+    """Embed one round of claims, committing batch by batch; ``between_batches()`` runs after
+    each batch but the last."""
     by_key = {(c.item_kind, c.item_id): c for c in claims}
-    items, vanished = _load_items(conn, claims)
-    if vanished:  # deleted after being queued: nothing to embed
+    items, vanished, refused = _load_items(conn, claims, media_roots)
+    if vanished or refused:
         with conn.transaction():
+            # deleted after being queued: nothing to embed
             queue.complete(conn, model_id=row.id, worker=worker, claims=vanished)
-        bar.update(len(vanished))
-    for batch in iter_embedded_batches(
+            # a file outside the media roots is never read, and retrying cannot help until the
+            # roots change: failed at once, with the reason (visearch status lists it)
+            queue.fail(conn, model_id=row.id, worker=worker, failures=refused, max_attempts=1,
+                       backoff_seconds=backoff_seconds)
+        report.failures += refused
+        bar.update(len(vanished) + len(refused))
+    batches = iter_embedded_batches(
         items, model, batch_size=batch_size, num_workers=num_workers, crop=crop, max_pixels=max_pixels
-    ):
-        t0 = time.perf_counter()
-        with conn.transaction():
-            done = queue.complete(
-                conn, model_id=row.id, worker=worker, claims=[by_key[k] for k in batch.keys]
-            )
-            for kind in ITEM_KINDS:
-                idx = [i for i, k in enumerate(batch.keys) if k[0] == kind and k in done]
-                if idx:
-                    write_vectors(
-                        conn, model_id=row.id, item_kind=kind,
-                        item_ids=[batch.keys[i][1] for i in idx], vectors=batch.vectors[idx],
-                    )
-                    report.embedded[kind] += len(idx)
-            failures = [(key[0], key[1], reason) for key, reason in batch.failures]
-            queue.fail(
-                conn, model_id=row.id, worker=worker, failures=failures,
-                max_attempts=max_attempts, backoff_seconds=backoff_seconds,
-            )
-            report.failures += failures
-        bar.update(len(batch.keys) + len(batch.failures))
-        if on_batch:
-            on_batch(len(batch.keys), time.perf_counter() - t0)
-        if stop and stop.is_set():
-            break
+    )
+    left = len(items)
+    try:
+        for batch in batches:
+            t0 = time.perf_counter()
+            left -= len(batch.keys) + len(batch.failures)
+            with conn.transaction():
+                done = queue.complete(
+                    conn, model_id=row.id, worker=worker, claims=[by_key[k] for k in batch.keys]
+                )
+                for kind in ITEM_KINDS:
+                    idx = [i for i, k in enumerate(batch.keys) if k[0] == kind and k in done]
+                    if idx:
+                        write_vectors(
+                            conn, model_id=row.id, item_kind=kind,
+                            item_ids=[batch.keys[i][1] for i in idx], vectors=batch.vectors[idx],
+                        )
+                        report.embedded[kind] += len(idx)
+                failures = [(key[0], key[1], reason) for key, reason in batch.failures]
+                queue.fail(
+                    conn, model_id=row.id, worker=worker, failures=failures,
+                    max_attempts=max_attempts, backoff_seconds=backoff_seconds,
+                )
+                report.failures += failures
+            bar.update(len(batch.keys) + len(batch.failures))
+            if on_batch:
+                on_batch(len(batch.keys), time.perf_counter() - t0)
+            if stop and stop.is_set():
+                return
+            if left and between_batches is not None:
+                between_batches()
+    finally:
+        batches.close()  # stops the decode processes at once when the round ends early

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
+from psycopg.rows import class_row
+
 from visearch.db.database import Database
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
@@ -58,11 +60,11 @@ def image_captions(db: Database, image_id: int) -> list[Caption]:
     Raises:
         NotFoundError: unknown image.
     """
-    with db.pooled() as conn:
-        rows = conn.execute(read_sql("housekeeping/image_captions.sql"), {"image_id": image_id}).fetchall()
+    with db.pooled() as conn, conn.cursor(row_factory=class_row(Caption)) as cur:
+        rows = cur.execute(read_sql("housekeeping/image_captions.sql"), {"image_id": image_id}).fetchall()
     if not rows:
         raise NotFoundError(f"unknown image id {image_id}")
-    return [Caption(*r) for r in rows if r[0] is not None]
+    return [c for c in rows if c.id is not None]  # an image without captions: one row of NULLs
 
 
 def delete_images(db: Database, image_ids: Sequence[int]) -> list[int]:
@@ -98,12 +100,11 @@ def find_images(
         raise InvalidRequestError("give a file name or an external id to look for")
     if not 1 <= limit <= 1000:
         raise InvalidRequestError(f"limit must be in [1, 1000], not {limit}")
-    with db.pooled() as conn:
-        rows = conn.execute(read_sql("housekeeping/find_images.sql"), {
+    with db.pooled() as conn, conn.cursor(row_factory=class_row(ImageMatch)) as cur:
+        return cur.execute(read_sql("housekeeping/find_images.sql"), {
             "term": term, "pattern": _like_prefix(term), "prefix": prefix, "dataset_id": dataset_id,
             "limit": limit,
         }).fetchall()
-    return [ImageMatch(*r) for r in rows]
 
 
 def concepts_by_prefix(db: Database, prefix: str, *, limit: int = 20) -> list[ConceptMatch]:
@@ -120,6 +121,6 @@ def concepts_by_prefix(db: Database, prefix: str, *, limit: int = 20) -> list[Co
     with db.pooled() as conn:
         # the tag rule lives in SQL only (concept_tag(), sql/schema/0001_core.sql)
         tag = conn.execute("SELECT concept_tag(%s)", (text,)).fetchone()[0] if text else ""
-        rows = conn.execute(read_sql("housekeeping/concepts_by_prefix.sql"),
-                            {"pattern": _like_prefix(tag), "limit": limit}).fetchall()
-    return [ConceptMatch(*r) for r in rows]
+        with conn.cursor(row_factory=class_row(ConceptMatch)) as cur:
+            return cur.execute(read_sql("housekeeping/concepts_by_prefix.sql"),
+                               {"pattern": _like_prefix(tag), "limit": limit}).fetchall()

@@ -3,7 +3,8 @@
 An ``images`` row ingested with ``--reference-only`` has no bytes in the database, only a
 ``source_uri``; anyone who may write that table (annotation tools are invited to) could point
 it at any file on the server (``file:///etc/shadow``). So files are served (original,
-thumbnail, crop) only when their path, with every symlink resolved, lies inside a media root:
+thumbnail, crop) and read by the embedder (:mod:`visearch.embed`; the item fails with the
+reason instead) only when their path, with every symlink resolved, lies inside a media root:
 
 * ``VISEARCH_MEDIA_ROOTS`` (folders separated by ``os.pathsep``, ``:`` on Linux) when set;
 * otherwise the folders visearch has ingested from (table ``media_roots``, written by
@@ -69,7 +70,8 @@ def media_roots(conn: psycopg.Connection, configured: Sequence[Path] = ()) -> li
 
 
 def resolve_media_path(uri: str, roots: Sequence[Path]) -> Path:
-    """The file of a reference-only image, if it lies inside a media root.
+    """The file of a reference-only image, if it lies inside a media root; the one check that
+    serving and the embedder both make before reading a ``source_uri``.
 
     Args:
         uri: ``images.source_uri`` (a ``file://`` URI).
@@ -85,12 +87,12 @@ def resolve_media_path(uri: str, roots: Sequence[Path]) -> Path:
     try:
         path = path_from_source_uri(uri)
     except ValueError as exc:
-        raise ForbiddenError(f"only file:// sources inside the media roots are served: {exc}") from exc
+        raise ForbiddenError(f"only file:// sources inside the media roots are read: {exc}") from exc
     real = Path(os.path.realpath(path))
     if not any(real == root or real.is_relative_to(root) for root in roots):
         raise ForbiddenError(
             "the image's file is outside the media roots (VISEARCH_MEDIA_ROOTS, default: the folders "
-            "ingested from), so it is not served"
+            "ingested from), so it is neither served nor embedded"
         )
     if not real.is_file():
         raise FileNotFoundError(f"no such file: {uri}")

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from psycopg.rows import dict_row
+
 from visearch.admin import ALIVE_SECONDS, dataset_ids_by_name
 from visearch.db.database import Database
 from visearch.resources import read_sql
@@ -46,9 +48,8 @@ def collect_status(db: Database, datasets: Sequence[str] = (), *, alive_seconds:
         params = {"dataset_ids": ids, "alive_seconds": alive_seconds}
 
         def rows(name: str) -> list[dict[str, Any]]:
-            cur = conn.execute(read_sql(f"status/{name}.sql"), params)
-            cols = [c.name for c in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+            with conn.cursor(row_factory=dict_row) as cur:
+                return cur.execute(read_sql(f"status/{name}.sql"), params).fetchall()
 
         return StatusReport(datasets=rows("datasets"), failures=rows("failures"), workers=rows("workers"))
 

@@ -2,9 +2,10 @@
 -- image (dataset, file, size) and, for objects, the box (COCO [x, y, w, h] pixels) and concept.
 -- Ranks are frozen at search time, so the same offset always gives the same items (items whose
 -- image or box was deleted since are gone; the others keep their order).
-SELECT ci.rank, ci.score, ci.image_id, ci.annotation_id,
+SELECT ci.rank, ci.score::float8 AS score, ci.image_id, ci.annotation_id,
        d.name AS dataset, i.file_name, i.width, i.height, i.external_id,
-       a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h, k.name AS concept, a.iscrowd
+       CASE WHEN a.id IS NOT NULL THEN ARRAY[a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h]::float8[] END AS bbox_xywh,
+       k.name AS concept, a.iscrowd
 FROM collection_items ci
 JOIN images i ON i.id = ci.image_id
 JOIN datasets d ON d.id = i.dataset_id

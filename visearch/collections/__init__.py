@@ -1,6 +1,6 @@
 """Collections: search results kept in the database for paging, tagging and copying.
 
-Public API: :func:`record_search`, :func:`list_collections`, :func:`get_collection`,
+Public API: :func:`search_to_collection` (what ``POST /v1/search`` does), :func:`record_search`, :func:`list_collections`, :func:`get_collection`,
 :func:`collection_items`, :func:`save_collection`, :func:`delete_collection`,
 :func:`tag_images`, :func:`untag_images`, :func:`copy_images`, :func:`remove_items`;
 exports in :mod:`visearch.collections.export`.
@@ -20,6 +20,7 @@ from visearch.collections.service import (
     record_search,
     remove_items,
     save_collection,
+    search_to_collection,
     tag_images,
     untag_images,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "record_search",
     "remove_items",
     "save_collection",
+    "search_to_collection",
     "tag_images",
     "untag_images",
 ]

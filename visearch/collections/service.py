@@ -7,24 +7,37 @@ one per owner. :func:`save_collection` names it and keeps it. Pages of a collect
 by rank (:func:`collection_items`), so paging through a search is exactly stable: page 2 is
 the continuation of the very ranking page 1 came from, whatever was added or re-embedded since.
 
+:func:`search_to_collection` is what ``POST /v1/search`` does: it runs the search service over
+``depth`` ranked items, computes the score histogram over its candidates, stores the ranking as
+the owner's temporary collection and returns the first page read back from it, so page 1 and
+every later page come from the same frozen ranking.
+
 Owners: every function takes the caller's identity (the API key's name, or ``"anonymous"``)
 and only sees that owner's collections; another owner's collection id is "not found".
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import psycopg
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
 from visearch.ingest.writer import ensure_concepts, ensure_dataset
 from visearch.resources import read_sql
-from visearch.search.service import SearchResult
+from visearch.search.histogram import DEFAULT_MAX_CONSIDERED, ScoreHistogram, score_histogram
+from visearch.search.service import SearchRequest, SearchResult, search
+
+if TYPE_CHECKING:
+    from visearch.db.routing import ReadRouter
 
 #: ``image_labels.source`` of labels added by tagging a collection.
 COLLECTION_LABEL_SOURCE = "collection"
@@ -60,7 +73,7 @@ class CollectionItem:
     width: int
     height: int
     external_id: str | None
-    bbox_xywh: tuple[float, float, float, float] | None  # COCO pixels, objects mode
+    bbox_xywh: list[float] | None  # COCO [x, y, w, h] pixels, objects mode
     concept: str | None
     iscrowd: bool | None
 
@@ -91,6 +104,81 @@ def _lock_owner(conn: psycopg.Connection, owner: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('visearch.collections:' || %s, 0))", (owner,))
 
 
+#: Ranked items kept for paging when the request does not say (at least its limit).
+DEFAULT_DEPTH = 100
+MAX_DEPTH = 1000
+
+
+@dataclass
+class KeptSearch:
+    result: SearchResult  # the service's answer (hits = the whole kept ranking)
+    collection: Collection
+    page: list[CollectionItem]  # the first `limit` items, read from the collection
+    histogram: ScoreHistogram | None
+
+
+def search_to_collection(
+    db: Database,
+    settings: Settings,
+    owner: str,
+    req: SearchRequest,
+    *,
+    limit: int,
+    depth: int | None = None,
+    histogram_bins: int = 20,
+    query: dict[str, Any] | None = None,
+    reads: ReadRouter | None = None,
+    refinement=None,
+) -> KeptSearch:
+    """Search, keep the ranking as ``owner``'s temporary collection, return its first page.
+
+    Args:
+        req: the search; its ``limit``/``offset`` are replaced by ``depth``/0.
+        limit: items in the first page.
+        depth: ranked items kept (>= limit); default max(limit, DEFAULT_DEPTH), at most MAX_DEPTH.
+        histogram_bins: 0 for no histogram.
+        query: the request's parameters as JSON, stored with the collection.
+        reads: where the search and the histogram run (a replica, see visearch.db.routing);
+            default ``db``. The collection is always written and read back on ``db``.
+        refinement: a :class:`visearch.curation.Refinement` (MMR, query expansion, feedback).
+
+    Raises:
+        InvalidRequestError, NotFoundError, NotEmbeddedError: as :func:`visearch.search.search`;
+        ``depth < limit``.
+    """
+    if depth is None:
+        depth = min(MAX_DEPTH, max(limit, DEFAULT_DEPTH))
+    if depth < limit:
+        raise InvalidRequestError(f"depth ({depth}) must be at least limit ({limit})")
+    def ranked(read_db: Database) -> tuple[SearchResult, ScoreHistogram | None]:
+        ranked_req = dataclasses.replace(req, limit=depth, offset=0)
+        if refinement is not None and refinement.active:
+            from visearch.curation.refine import refined_search
+
+            result = refined_search(read_db, ranked_req, refinement, settings)
+        else:
+            result = search(read_db, ranked_req, settings)
+        histogram = None
+        if histogram_bins and getattr(result, "shape", None) is not None:
+            histogram = score_histogram(read_db, result, bins=histogram_bins, max_considered=DEFAULT_MAX_CONSIDERED)
+            if not histogram.sampled and result.candidates_capped:
+                # every candidate was scored (less the query's own items): now the count is known
+                result.candidates = histogram.considered + (0 if req.exclude_query_items else histogram.query_items)
+                result.candidates_capped = False
+        return result, histogram
+
+    result, histogram = reads.run(ranked, owner=owner) if reads is not None else ranked(db)
+    stored = dict(query or {})
+    if req.image is not None:
+        stored["uploaded_image"] = {"sha256": hashlib.sha256(req.image).hexdigest(), "bytes": len(req.image)}
+    collection, page = record_search(
+        db, owner, result, query=stored,
+        histogram=dataclasses.asdict(histogram) if histogram is not None else None,
+        page_limit=limit,
+    )
+    return KeptSearch(result=result, collection=collection, page=page, histogram=histogram)
+
+
 def record_search(
     db: Database,
     owner: str,
@@ -117,33 +205,26 @@ def record_search(
         _lock_owner(conn, owner)
         conn.execute("DELETE FROM collections WHERE owner = %s AND NOT saved", (owner,))
         collection_id = conn.execute(
-            read_sql("collections/insert_collection.sql"),
+            read_sql("collections/insert_search.sql"),
             {
                 "owner": owner, "name": None, "mode": result.mode, "model": result.model,
                 "query": Jsonb(query), "exact": result.exact, "candidates": result.candidates,
                 "note": result.note, "histogram": Jsonb(histogram) if histogram is not None else None,
+                "ranks": list(range(1, len(hits) + 1)),
+                "image_ids": [h.image_id for h in hits],
+                "annotation_ids": [h.annotation_id if objects else None for h in hits],
+                "scores": [float(h.score) for h in hits],
             },
         ).fetchone()[0]
-        if hits:
-            conn.execute(
-                read_sql("collections/insert_items.sql"),
-                {
-                    "collection_id": collection_id,
-                    "ranks": list(range(1, len(hits) + 1)),
-                    "image_ids": [h.image_id for h in hits],
-                    "annotation_ids": [h.annotation_id if objects else None for h in hits],
-                    "scores": [float(h.score) for h in hits],
-                },
-            )
         return _one(conn, owner, collection_id), _page(conn, collection_id, 0, page_limit)
 
 
 def _select(conn, owner: str, *, collection_id: int | None = None, saved: bool | None = None) -> list[Collection]:
-    rows = conn.execute(
-        read_sql("collections/select_collections.sql"),
-        {"owner": owner, "id": collection_id, "saved": saved},
-    ).fetchall()
-    return [Collection(*r) for r in rows]
+    with conn.cursor(row_factory=class_row(Collection)) as cur:
+        return cur.execute(
+            read_sql("collections/select_collections.sql"),
+            {"owner": owner, "id": collection_id, "saved": saved},
+        ).fetchall()
 
 
 def _one(conn, owner: str, collection_id: int) -> Collection:
@@ -186,19 +267,11 @@ def collection_items(
 
 
 def _page(conn, collection_id: int, offset: int, limit: int) -> list[CollectionItem]:
-    rows = conn.execute(
-        read_sql("collections/items_page.sql"),
-        {"collection_id": collection_id, "offset": offset, "limit": limit},
-    ).fetchall()
-    items = []
-    for rank, score, image_id, ann_id, dataset, file_name, w, h, ext, x, y, bw, bh, concept, iscrowd in rows:
-        items.append(CollectionItem(
-            rank=rank, score=float(score), image_id=image_id, annotation_id=ann_id, dataset=dataset,
-            file_name=file_name, width=w, height=h, external_id=ext,
-            bbox_xywh=(x, y, bw, bh) if ann_id is not None and x is not None else None,
-            concept=concept, iscrowd=iscrowd,
-        ))
-    return items
+    with conn.cursor(row_factory=class_row(CollectionItem)) as cur:
+        return cur.execute(
+            read_sql("collections/items_page.sql"),
+            {"collection_id": collection_id, "offset": offset, "limit": limit},
+        ).fetchall()
 
 
 def save_collection(db: Database, owner: str, collection_id: int, name: str) -> Collection:

@@ -15,6 +15,7 @@ box area), then the oldest (``images.created_at``), then the lowest id. Byte-ide
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -73,10 +74,12 @@ class DuplicateReport:
 
 
 def refresh_neighbours(conn: psycopg.Connection, model_id: int, kinds=("image", "object"), *,
-                       k: int = EDGE_K, floor: float = EDGE_FLOOR, batch: int = 5000) -> int:
+                       k: int = EDGE_K, floor: float = EDGE_FLOOR, batch: int = 5000,
+                       until: Callable[[], bool] | None = None) -> int:
     """Look up the neighbours of every vector written since the last refresh (through the HNSW
     index; nothing while a kind has no index yet) and keep the pairs >= ``floor``. Commits after
-    each batch of ``batch`` items; returns how many items were processed."""
+    each batch of ``batch`` items; returns how many items were processed. ``until`` is asked
+    after each batch: True stops early (the rest stays pending for the next refresh)."""
     done = 0
     for kind in kinds:
         while True:
@@ -84,6 +87,8 @@ def refresh_neighbours(conn: psycopg.Connection, model_id: int, kinds=("image", 
                 n = conn.execute("SELECT refresh_neighbour_edges(%s, %s, %s, %s, %s)",
                                  (model_id, kind, k, floor, batch)).fetchone()[0]
             done += n
+            if until is not None and until():
+                return done
             if n < batch:
                 break
     return done

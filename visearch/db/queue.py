@@ -6,6 +6,9 @@ Protocol, for any number of workers on any number of machines:
 2. The worker embeds the batch outside any transaction.
 3. :func:`complete` deletes the queue rows it still holds and, in the same transaction, the
    caller writes their vectors; :func:`fail` records failures with a backoff.
+Between batches of a bulk round the worker asks :func:`waiting` whether interactive items
+(priority 0) are claimable, and if so claims those alone (``priority=INTERACTIVE``) and embeds
+them before the next bulk batch.
 A worker that dies between 1 and 3 loses nothing: its lease runs out and another worker claims
 the items again.
 """
@@ -16,16 +19,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import class_row
 
 from visearch.resources import read_sql
+
+#: ``embedding_queue.priority``: interactive writes (another client's INSERT, a single upload)
+#: are claimed before bulk backfills (an ingest, a new model's backlog); sql/schema/0006_hardening.sql.
+INTERACTIVE, BULK = 0, 1
 
 
 @dataclass(frozen=True)
 class Claim:
+    """One claimed queue row (the columns ``sql/queue/claim.sql`` returns, by name)."""
+
     item_kind: str  # 'image' | 'object'
     item_id: int
     enqueued_at: datetime
     attempts: int
+    priority: int  # INTERACTIVE | BULK
 
 
 def claim(
@@ -36,10 +47,12 @@ def claim(
     limit: int,
     lease_seconds: float,
     dataset_ids: list[int] | None = None,
+    priority: int | None = None,
 ) -> list[Claim]:
-    """Claim up to ``limit`` ready items, oldest first; commits."""
-    with conn.transaction():
-        rows = conn.execute(
+    """Claim up to ``limit`` ready items (of ``priority`` only, if given), interactive first,
+    then oldest first; commits."""
+    with conn.transaction(), conn.cursor(row_factory=class_row(Claim)) as cur:
+        return cur.execute(
             read_sql("queue/claim.sql"),
             {
                 "model_id": model_id,
@@ -47,9 +60,21 @@ def claim(
                 "limit": limit,
                 "lease_seconds": lease_seconds,
                 "dataset_ids": dataset_ids,
+                "priority": priority,
             },
         ).fetchall()
-    return [Claim(*r) for r in rows]
+
+
+def waiting(
+    conn: psycopg.Connection, *, model_id: int, priority: int | None = None,
+    dataset_ids: list[int] | None = None,
+) -> bool:
+    """Whether :func:`claim` would find an item now (of ``priority``; ``None``: of any);
+    one index probe (``sql/queue/waiting.sql``)."""
+    return conn.execute(
+        read_sql("queue/waiting.sql"),
+        {"model_id": model_id, "priority": priority, "dataset_ids": dataset_ids},
+    ).fetchone()[0]
 
 
 def complete(

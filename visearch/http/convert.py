@@ -7,7 +7,6 @@ the links clients follow are added here.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import dataclasses
@@ -40,31 +39,21 @@ def page_url(collection_id: int, offset: int, limit: int) -> str:
 
 
 def item(i: CollectionItem) -> s.ResultItem:
-    return s.ResultItem(
-        rank=i.rank, score=i.score, image_id=i.image_id, annotation_id=i.annotation_id,
-        dataset=i.dataset, file_name=i.file_name, width=i.width, height=i.height,
-        external_id=i.external_id, bbox_xywh=list(i.bbox_xywh) if i.bbox_xywh else None,
-        concept=i.concept, iscrowd=i.iscrowd, image_url=image_url(i.image_id),
-        thumbnail_url=thumbnail_url(i.image_id),
-        crop_url=crop_url(i.annotation_id) if i.annotation_id is not None else None,
-    )
+    links = {
+        "image_url": image_url(i.image_id), "thumbnail_url": thumbnail_url(i.image_id),
+        "crop_url": crop_url(i.annotation_id) if i.annotation_id is not None else None,
+    }
+    return msgspec.convert({**dataclasses.asdict(i), **links}, s.ResultItem)
 
 
 def histogram(h: Any) -> s.ScoreHistogramOut | None:
-    """From a :class:`ScoreHistogram` or its stored JSON."""
-    if h is None:
-        return None
-    data = h if isinstance(h, dict) else {k: getattr(h, k) for k in
-                                         ("bins", "lo", "hi", "edges", "counts", "considered", "sampled")}
-    return msgspec.convert({k: v for k, v in data.items() if k != "range"}, s.ScoreHistogramOut)
+    """From a :class:`ScoreHistogram` or its stored JSON (keys the Struct lacks are ignored)."""
+    return None if h is None else msgspec.convert(h, s.ScoreHistogramOut, from_attributes=True)
 
 
 def coverage(c: Any) -> s.CoverageOut | None:
     """From :class:`visearch.search.serving.Coverage`."""
-    if c is None:
-        return None
-    return s.CoverageOut(kind=c.kind, total=c.total, ready=c.ready, queued=c.queued, failed=c.failed,
-                         unqueued=c.unqueued)
+    return None if c is None else msgspec.convert(c, s.CoverageOut, from_attributes=True)
 
 
 def collection(c: Collection) -> s.CollectionOut:
@@ -74,12 +63,10 @@ def collection(c: Collection) -> s.CollectionOut:
         query = msgspec.convert(stored, s.SearchBody)
     except msgspec.ValidationError:  # written by another client: show what can be shown
         query = s.SearchBody()
-    return s.CollectionOut(
-        id=c.id, name=c.name, saved=c.saved, mode=c.mode, model=c.model, query=query,
-        uploaded_image=msgspec.convert(uploaded, s.UploadedQueryImage) if uploaded else None,
-        exact=c.exact, candidates=c.candidates, note=c.note, items=c.items, images=c.images,
-        created_at=c.created_at, saved_at=c.saved_at,
-    )
+    return msgspec.convert({
+        **dataclasses.asdict(c), "query": query,
+        "uploaded_image": msgspec.convert(uploaded, s.UploadedQueryImage) if uploaded else None,
+    }, s.CollectionOut)
 
 
 def next_page(collection_id: int, offset: int, limit: int, returned: int, total: int) -> tuple[int | None, str | None]:
@@ -101,17 +88,8 @@ def dataset(d: DatasetInfo) -> s.DatasetOut:
     return msgspec.convert(d, s.DatasetOut, from_attributes=True)
 
 
-def _time(t: float | None) -> datetime | None:
-    return datetime.fromtimestamp(t, tz=timezone.utc) if t is not None else None
-
-
 def job(state: EmbedJobState) -> s.EmbedJobOut:
-    return s.EmbedJobOut(
-        running=state.running, pending_datasets=state.pending_datasets,
-        current_datasets=state.current_datasets, model=state.model,
-        started_at=_time(state.started_at), finished_at=_time(state.finished_at),
-        last_summary=state.last_summary, last_error=state.last_error, embedded_total=state.embedded_total,
-    )
+    return msgspec.convert(state, s.EmbedJobOut, from_attributes=True)
 
 
 def dataset_status(st: DatasetStatus, state: EmbedJobState) -> s.DatasetStatusOut:

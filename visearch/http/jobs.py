@@ -19,10 +19,11 @@ trigger picks them up (claims held by the stopped job expire with their lease).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Sequence
 
 from visearch.config import Settings
@@ -37,8 +38,8 @@ class EmbedJobState:
     pending_datasets: list[int]  # waiting for the next round
     current_datasets: list[int]  # being embedded now
     model: str  # Settings.model (the job embeds every active model unless pinned, see the module docs)
-    started_at: float | None = None  # unix time of the current/last round's start
-    finished_at: float | None = None  # unix time the last round ended
+    started_at: datetime | None = None  # UTC, the current/last round's start
+    finished_at: datetime | None = None  # UTC, the last round's end
     last_summary: str | None = None
     last_error: str | None = None
     embedded_total: int = 0  # items embedded by this server process's jobs
@@ -72,15 +73,8 @@ class EmbedJobs:
             return self.state()
 
     def state(self) -> EmbedJobState:
-        s = self._state
-        return EmbedJobState(
-            running=self._running,
-            pending_datasets=sorted(self._pending),
-            current_datasets=list(self._current),
-            model=s.model, started_at=s.started_at, finished_at=s.finished_at,
-            last_summary=s.last_summary, last_error=s.last_error,
-            embedded_total=s.embedded_total, rounds=s.rounds,
-        )
+        return dataclasses.replace(self._state, running=self._running, pending_datasets=sorted(self._pending),
+                                   current_datasets=list(self._current))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the thread has finished (tests, shutdown); True if it did."""
@@ -113,7 +107,7 @@ class EmbedJobs:
                     return
                 self._current = sorted(self._pending)
                 self._pending.clear()
-            self._state.started_at = time.time()
+            self._state.started_at = datetime.now(timezone.utc)
             try:
                 summaries = []
                 for spec in self._models():
@@ -121,7 +115,7 @@ class EmbedJobs:
                     report = embed_pending(
                         self.db, model, dataset_ids=self._current, batch_size=self.settings.batch_size,
                         num_workers=0, progress=False, stop=self._stop,
-                        max_pixels=self.settings.max_image_pixels,
+                        max_pixels=self.settings.max_image_pixels, media_roots=self.settings.media_roots,
                     )
                     summaries.append(report.summary())
                     self._state.embedded_total += report.total_embedded
@@ -131,5 +125,5 @@ class EmbedJobs:
                 log.exception("background embedding of datasets %s failed", self._current)
                 self._state.last_error = f"{type(exc).__name__}: {exc}"
             finally:
-                self._state.finished_at = time.time()
+                self._state.finished_at = datetime.now(timezone.utc)
                 self._state.rounds += 1

@@ -335,7 +335,7 @@ class EmbeddingWorker:
         report = embed_pending(
             self.db, model, batch_size=opts.batch_size,
             claim_size=opts.claim_size or 4 * opts.batch_size, num_workers=decode_workers,
-            max_pixels=self.settings.max_image_pixels,
+            max_pixels=self.settings.max_image_pixels, media_roots=self.settings.media_roots,
             worker_id=self.worker_id, lease_seconds=opts.lease_seconds,
             max_attempts=opts.max_attempts, backoff_seconds=opts.backoff_seconds,
             progress=False, record_progress=False,

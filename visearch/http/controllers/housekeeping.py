@@ -6,12 +6,14 @@ collection's export (COCO JSON, CSV) and item removal. Logic: :mod:`visearch.hou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from typing import Annotated, Literal
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import JSONBody, Parameter
+import msgspec
 from msgspec import Meta, Struct
 
 from visearch import housekeeping
@@ -111,10 +113,8 @@ class HousekeepingImageController(Controller):
         """Images whose file name or external id is `q` (or starts with it, `prefix=true`), exact
         matches first, in every dataset unless `dataset_id`."""
         return [
-            ImageMatchOut(id=m.id, dataset_id=m.dataset_id, dataset=m.dataset, file_name=m.file_name,
-                          external_id=m.external_id, width=m.width, height=m.height, source_uri=m.source_uri,
-                          created_at=m.created_at, image_url=convert.image_url(m.id),
-                          thumbnail_url=convert.thumbnail_url(m.id))
+            msgspec.convert({**dataclasses.asdict(m), "image_url": convert.image_url(m.id),
+                             "thumbnail_url": convert.thumbnail_url(m.id)}, ImageMatchOut)
             for m in housekeeping.find_images(db, q, prefix=prefix, dataset_id=dataset_id, limit=limit)
         ]
 

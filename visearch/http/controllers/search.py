@@ -19,7 +19,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from visearch.collections.search import search_to_collection
+from visearch.collections.service import search_to_collection
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
