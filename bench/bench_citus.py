@@ -15,8 +15,13 @@ fresh database is created on every node, visearch's schema migrated (and, on Cit
 "One node" is the coordinator's own PostgreSQL without distribution: same server, same settings.
 All nodes share this machine's cores, so Citus's gains from parallel shards are bounded by them.
 
+``--data cifar`` uses the 10,000 real CIFAR-10 test images instead: their efficientnet-lite0
+vectors (1280-d) are computed once with visearch's model and kept in ``--cifar-cache`` (an .npy
+file outside the repository); the 1% / 0.1% filters are the same id-based concepts.
+
 Usage:  python bench/bench_citus.py --citus postgresql://postgres@127.0.0.1:55430/visearch
-            [--vectors 100000] [--queries 50] [--shards 8]
+            [--vectors 100000] [--queries 50] [--shards 8] [--setups single,citus1,citus2]
+            [--data synthetic|cifar] [--cifar-cache /tmp/cifar10-efficientnet-lite0.npy]
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ sys.path[:0] = [str(ROOT / "tests")]
 from citus_cluster import create_database, drop_database  # noqa: E402
 from synthetic_vectors import ONE_PERCENT, TENTH_PERCENT, clustered_unit_vectors, load_vectors  # noqa: E402
 
-MODEL = "synthetic-512"
+MODEL = "bench-vectors"
 
 
 def plain_database(base_url: str) -> str:
@@ -61,6 +66,30 @@ def drop_plain(base_url: str, url: str) -> None:
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * len(values))) - 1)]
+
+
+def cifar_vectors(cache: Path):
+    """``(10000, 1280)`` float32 unit vectors of ../shared/data/cifar10-test (files in sorted
+    order) by efficientnet-lite0, cached in ``cache``."""
+    import numpy as np
+
+    if cache.exists():
+        return np.load(cache)
+    from PIL import Image
+
+    from visearch.embedding import load_model
+
+    files = sorted((ROOT.parent / "shared" / "data" / "cifar10-test").glob("*/*.jpg"))
+    if not files:
+        sys.exit("missing ../shared/data/cifar10-test: see ../shared/data/README.md")
+    model = load_model("efficientnet-lite0")
+    parts = []
+    for start in range(0, len(files), 256):
+        images = [Image.open(f).convert("RGB") for f in files[start:start + 256]]
+        parts.append(model.embed_images(images))
+    vectors = np.concatenate(parts).astype(np.float32)
+    np.save(cache, vectors)
+    return vectors
 
 
 def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int) -> dict:
@@ -112,8 +141,15 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--setups", default="single,citus1,citus2")
+    ap.add_argument("--data", choices=("synthetic", "cifar"), default="synthetic")
+    ap.add_argument("--cifar-cache", type=Path, default=Path("/tmp/cifar10-efficientnet-lite0.npy"))
     args = ap.parse_args()
-    vectors = clustered_unit_vectors(args.vectors, 512, clusters=1000)
+    if args.data == "cifar":
+        vectors = cifar_vectors(args.cifar_cache)
+        args.vectors = len(vectors)
+    else:
+        vectors = clustered_unit_vectors(args.vectors, 512, clusters=1000)
+    args.dim = vectors.shape[1]
     results = {}
     for setup in args.setups.split(","):
         if setup == "single":
@@ -136,7 +172,8 @@ def main() -> None:
 
 def print_table(results: dict, args, *, final: bool) -> None:
     if final:
-        print(f"\n{args.vectors:,} x 512-d clustered unit vectors, {args.queries} queries per row, "
+        kind = "CIFAR-10 test images (efficientnet-lite0)" if args.data == "cifar" else "clustered unit vectors"
+        print(f"\n{args.vectors:,} x {args.dim}-d {kind}, {args.queries} queries per row, "
               f"{args.shards} shards on Citus, every node on this machine ({os.cpu_count()} cores)")
     print(f"{'setup':18} {'load rows/s':>11} {'index s':>8} | {'filter':>6} {'served by':>10} {'p50 ms':>7} "
           f"{'p95 ms':>7} {'HNSW recall@10':>14}", flush=True)

@@ -22,6 +22,7 @@ _SNAPSHOT = {
     "captions": "SELECT id, image_id, text FROM captions ORDER BY id",
     "embedding_models": "SELECT id, name, dim, embeds_text, is_active FROM embedding_models ORDER BY id",
     "image_embeddings": "SELECT model_id, image_id, embedding::text FROM image_embeddings ORDER BY 1, 2",
+    "object_embeddings": "SELECT model_id, annotation_id, embedding::text FROM object_embeddings ORDER BY 1, 2",
     "embedding_queue": "SELECT model_id, item_kind, item_id, dataset_id FROM embedding_queue ORDER BY 1, 2, 3",
 }
 
@@ -64,14 +65,17 @@ def _fill_at_0001(url: str) -> None:
         cat = conn.execute("INSERT INTO concepts (name) VALUES ('Traffic light') RETURNING id").fetchone()[0]
         conn.execute("INSERT INTO image_labels (image_id, concept_id, source) VALUES (%s, %s, 'folder')",
                      (images[0], cat))
-        conn.execute("INSERT INTO annotations (image_id, concept_id, bbox_x, bbox_y, bbox_w, bbox_h)"
-                     " VALUES (%s, %s, 10, 20, 100, 50)", (images[1], cat))
+        box = conn.execute("INSERT INTO annotations (image_id, concept_id, bbox_x, bbox_y, bbox_w, bbox_h)"
+                           " VALUES (%s, %s, 10, 20, 100, 50) RETURNING id", (images[1], cat)).fetchone()[0]
         conn.execute("INSERT INTO captions (image_id, text) VALUES (%s, 'a street')", (images[0],))
         model = conn.execute("INSERT INTO embedding_models (name, dim, embeds_text) VALUES ('m4', 4, false)"
                              " RETURNING id").fetchone()[0]
         conn.execute("INSERT INTO image_embeddings (model_id, image_id, embedding) VALUES (%s, %s, %s)",
                      (model, images[0], np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)))
+        conn.execute("INSERT INTO object_embeddings (model_id, annotation_id, embedding) VALUES (%s, %s, %s)",
+                     (model, box, np.array([1, 0, 0, 0], dtype=np.float32)))
         conn.execute("DELETE FROM embedding_queue WHERE item_kind = 'image' AND item_id = %s", (images[0],))
+        conn.execute("DELETE FROM embedding_queue WHERE item_kind = 'object' AND item_id = %s", (box,))
         conn.execute("SELECT ensure_hnsw_index('image_embeddings', %s)", (model,))
 
 
@@ -83,7 +87,7 @@ def test_a_database_from_revision_0001_upgrades_to_head_and_back_with_its_data(s
     with psycopg.connect(scratch_url) as conn:
         before = _snapshot(conn)
     assert len(before["images"]) == 2 and len(before["image_embeddings"]) == 1
-    assert len(before["embedding_queue"]) == 2  # the second image and the box, queued by 0001's triggers
+    assert len(before["embedding_queue"]) == 1  # the second image, queued by 0001's triggers
 
     head = migrate.head_revision()
     assert migrate.upgrade(scratch_url, "head") == head and migrate.is_at_head(scratch_url)
@@ -91,7 +95,14 @@ def test_a_database_from_revision_0001_upgrades_to_head_and_back_with_its_data(s
         assert _snapshot(conn) == before
         # later revisions work on the old rows: the status view counts them, the old index serves
         status = conn.execute("SELECT items, embedded, stale FROM embedding_status").fetchall()
-        assert status == [(3, 1, 2)]
+        assert status == [(3, 2, 1)]
+        # 0014: the box's vector carries the box's image id, and follows the box to another image
+        assert conn.execute("SELECT e.image_id = a.image_id FROM object_embeddings e"
+                            " JOIN annotations a ON a.id = e.annotation_id").fetchone() == (True,)
+        with conn.transaction(force_rollback=True):
+            conn.execute("UPDATE annotations SET image_id = image_id - 1")
+            assert conn.execute("SELECT e.image_id = a.image_id FROM object_embeddings e"
+                                " JOIN annotations a ON a.id = e.annotation_id").fetchone() == (True,)
         assert conn.execute("SELECT to_regclass('image_embeddings_hnsw_model_1') IS NOT NULL").fetchone()[0]
         # index builds left PL/pgSQL (revision 0005)
         assert conn.execute("SELECT to_regproc('ensure_hnsw_index') IS NULL").fetchone()[0]

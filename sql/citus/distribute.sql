@@ -16,7 +16,13 @@
 --
 -- Citus needs the distribution column in every primary key and unique constraint, so:
 --   images UNIQUE (dataset_id, sha256) becomes a plain index (dedupe on re-ingest is per shard);
---   annotations and captions get PRIMARY KEY (image_id, id); object_embeddings gets image_id;
+--   annotations and captions get PRIMARY KEY (image_id, id);
+--   object_embeddings carries its box's image id since revision 0014 (PRIMARY KEY (model_id,
+--   annotation_id, image_id), foreign key (annotation_id, image_id) to annotations): it is
+--   distributed on image_id and co-located like the rest, so object ranking is shard-local.
+--   Citus cannot cascade an update of a distribution column (nor update one at all), so that
+--   key loses ON UPDATE CASCADE, and the fill-in trigger of 0014 is dropped: on Citus a writer
+--   gives image_id itself (the coordinator routes the row by it before any shard trigger runs);
 --   collection_items lose their foreign keys to images/annotations (a frozen ranking).
 --
 -- Tables of later migrations (0006-0010):
@@ -42,6 +48,7 @@ ALTER TABLE captions ADD PRIMARY KEY (image_id, id);
 ALTER TABLE annotations ADD PRIMARY KEY (image_id, id);
 ALTER TABLE collection_items DROP CONSTRAINT collection_items_image_id_fkey;
 ALTER TABLE tool_tasks DROP CONSTRAINT tool_tasks_image_id_fkey;
+DROP TRIGGER object_embeddings_fill_image_id ON object_embeddings;
 
 -- ---- statement triggers with transition tables -> row triggers ---------------------------------
 DROP TRIGGER images_dequeue ON images;
@@ -58,6 +65,28 @@ CREATE TRIGGER images_dequeue AFTER DELETE ON images
     FOR EACH ROW EXECUTE FUNCTION dequeue_deleted_row('image');
 CREATE TRIGGER annotations_dequeue AFTER DELETE ON annotations
     FOR EACH ROW EXECUTE FUNCTION dequeue_deleted_row('object');
+-- 0002's late-bytes trigger on image_content, per row: bytes inserted for an image that was not
+-- queued (untried) earlier in this transaction queue the image and its boxes again. Rows
+-- written by visearch ingest (image and bytes together) find their queue row and stop there.
+DROP TRIGGER image_content_enqueue_late_bytes ON image_content;
+DROP FUNCTION image_content_enqueue_late_bytes();
+CREATE FUNCTION image_content_enqueue_late_bytes_row() RETURNS trigger
+    LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
+DECLARE
+    dataset bigint;
+BEGIN
+    IF EXISTS (SELECT 1 FROM embedding_queue q
+               WHERE q.item_kind = 'image' AND q.item_id = NEW.image_id
+                 AND q.enqueued_at >= transaction_timestamp() AND q.attempts = 0) THEN
+        RETURN NULL;
+    END IF;
+    SELECT i.dataset_id INTO dataset FROM images i WHERE i.id = NEW.image_id;
+    PERFORM enqueue_items('image', ARRAY[NEW.image_id], dataset);
+    PERFORM enqueue_items('object', ARRAY(SELECT a.id FROM annotations a WHERE a.image_id = NEW.image_id), dataset);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER image_content_enqueue_late_bytes AFTER INSERT ON image_content
+    FOR EACH ROW EXECUTE FUNCTION image_content_enqueue_late_bytes_row();
 -- tool_tasks' ON DELETE CASCADE from images (the foreign key dropped above).
 CREATE FUNCTION tool_tasks_forget_image() RETURNS trigger
     LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
@@ -114,6 +143,8 @@ CREATE TRIGGER object_embeddings_neighbours_delete AFTER DELETE ON object_embedd
 CREATE TEMP TABLE distribute_fks AS
     SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def
     FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace;
+UPDATE distribute_fks SET def = replace(def, ' ON UPDATE CASCADE', '')
+WHERE tbl = 'object_embeddings' AND conname = 'object_embeddings_annotation_fkey';
 DO $$
 DECLARE fk record;
 BEGIN
@@ -142,8 +173,7 @@ SELECT create_distributed_table('image_labels', 'image_id', colocate_with => 'im
 SELECT create_distributed_table('annotations', 'image_id', colocate_with => 'images');
 SELECT create_distributed_table('captions', 'image_id', colocate_with => 'images');
 SELECT create_distributed_table('image_embeddings', 'image_id', colocate_with => 'images');
--- Object vectors are keyed by annotation id only: not co-located (see README "Scaling").
-SELECT create_distributed_table('object_embeddings', 'annotation_id', colocate_with => 'none');
+SELECT create_distributed_table('object_embeddings', 'image_id', colocate_with => 'images');
 SELECT create_distributed_table('collection_items', 'collection_id', colocate_with => 'none');
 
 DO $$
@@ -155,10 +185,10 @@ BEGIN
 END $$;
 DROP TABLE distribute_fks;
 
--- ---- the model backlog without a non-co-located correlated join -------------------------------
--- object_embeddings is keyed by annotation id: the NOT EXISTS of 0001 becomes NOT IN over a
--- subquery, which Citus plans on its own (an intermediate result) before the join. As in 0006,
--- a model's backlog is a bulk backfill: queued with priority 1.
+-- ---- the model backlog, one INSERT per kind ------------------------------------------------------
+-- As in 0006 (a model's backlog is a bulk backfill, priority 1), as two statements that Citus
+-- plans one at a time; the correlated NOT EXISTS joins on the image id (the distribution
+-- column), so each runs inside the shards.
 CREATE OR REPLACE FUNCTION enqueue_model_backlog(model integer) RETURNS bigint
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -174,25 +204,59 @@ BEGIN
     INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id, priority)
     SELECT model, 'object', a.id, i.dataset_id, 1
     FROM annotations a JOIN images i ON i.id = a.image_id
-    WHERE a.id NOT IN (SELECT e.annotation_id FROM object_embeddings e WHERE e.model_id = model)
+    WHERE NOT EXISTS (SELECT 1 FROM object_embeddings e
+                      WHERE e.model_id = model AND e.image_id = a.image_id AND e.annotation_id = a.id)
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS objects_added = ROW_COUNT;
     RETURN images_added + objects_added;
 END $$;
 
-
--- ---- enqueue_items: Citus wants immutable functions in ON CONFLICT ... DO UPDATE SET ----------
+-- ---- enqueue_items: one row at a time, with the writer's priority ------------------------------
+-- Called by the row triggers of images and annotations, which run on the workers' shards. The
+-- single-node form (one INSERT ... SELECT over the active models x the items) goes to the
+-- coordinator's queue as a COPY, and several rows of one statement (an ingest batch) break
+-- that nested COPY ("received copy data after EOF marker"); an INSERT ... VALUES per row is
+-- routed to the coordinator as a plain statement.
+-- Queue priority (0006): the writer marks its transaction bulk with SET LOCAL
+-- visearch.queue_priority = 'bulk' after SET LOCAL citus.propagate_set_commands = 'local' (so
+-- that Citus repeats the SET LOCAL in the shards' sessions, where this runs; visearch ingest
+-- does both). The priority is decided here and sent with the row: the coordinator's session
+-- that receives it never saw the SET. (citus.propagate_set_commands as a database default
+-- breaks the shards' own connections back to the coordinator: "the backend has already been
+-- assigned a transaction id".) ON CONFLICT ... DO UPDATE: Citus wants immutable functions in SET, and
 -- EXCLUDED.enqueued_at is the column default, clock_timestamp() of this insert: the same value.
 CREATE OR REPLACE FUNCTION enqueue_items(kind text, item_ids bigint[], dataset bigint) RETURNS void
-    LANGUAGE sql AS $$
-    INSERT INTO embedding_queue AS q (model_id, item_kind, item_id, dataset_id)
-    SELECT m.id, kind, i, dataset
-    FROM embedding_models m CROSS JOIN unnest(item_ids) AS i
-    WHERE m.is_active
-    ON CONFLICT (model_id, item_kind, item_id) DO UPDATE
-        SET enqueued_at = EXCLUDED.enqueued_at, not_before = '-infinity', attempts = 0,
-            last_error = NULL, failed = false, dataset_id = EXCLUDED.dataset_id;
-$$;
+    LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
+DECLARE
+    model integer;
+    item bigint;
+    prio smallint := CASE WHEN current_setting('visearch.queue_priority', true) = 'bulk' THEN 1 ELSE 0 END;
+BEGIN
+    FOR model IN SELECT m.id FROM embedding_models m WHERE m.is_active LOOP
+        FOREACH item IN ARRAY item_ids LOOP
+            INSERT INTO embedding_queue AS q (model_id, item_kind, item_id, dataset_id, priority)
+            VALUES (model, kind, item, dataset, prio)
+            ON CONFLICT (model_id, item_kind, item_id) DO UPDATE
+                SET enqueued_at = EXCLUDED.enqueued_at, not_before = '-infinity', attempts = 0,
+                    last_error = NULL, failed = false, dataset_id = EXCLUDED.dataset_id,
+                    priority = EXCLUDED.priority;
+        END LOOP;
+    END LOOP;
+END $$;
+
+-- 0006's priority trigger on the queue, with one change: a row that comes from a shard's
+-- trigger (a Citus internal session) carries the priority its writer chose (above), which the
+-- trigger leaves as it is; every other writer is handled as on one node.
+CREATE OR REPLACE FUNCTION embedding_queue_priority() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('visearch.queue_priority', true) = 'bulk' THEN
+        NEW.priority := 1;
+    ELSIF TG_OP = 'UPDATE' AND current_setting('application_name') NOT LIKE 'citus_internal%' THEN
+        NEW.priority := 0;
+    END IF;
+    RETURN NEW;
+END $$;
 
 -- ---- NOTIFY only where it can be sent ---------------------------------------------------------
 -- The enqueue triggers of distributed tables run on the workers' shards and insert into the

@@ -46,17 +46,17 @@ object_embeddings e{sample}
 
 -- name: object_all_with_box
 object_embeddings e{sample}
-JOIN annotations a ON a.id = e.annotation_id
+JOIN annotations a ON a.id = e.annotation_id AND a.image_id = e.image_id
 JOIN images i ON i.id = a.image_id
 
 -- name: object_by_concept
 annotations a
-JOIN object_embeddings e ON e.annotation_id = a.id{image}
+JOIN object_embeddings e ON e.annotation_id = a.id AND e.image_id = a.image_id{image}
 
 -- name: object_by_dataset
 images i
 JOIN annotations a ON a.image_id = i.id
-JOIN object_embeddings e ON e.annotation_id = a.id
+JOIN object_embeddings e ON e.annotation_id = a.id AND e.image_id = a.image_id
 
 -- name: sample
  TABLESAMPLE BERNOULLI (%(sample_percent)s)
@@ -76,9 +76,12 @@ EXISTS (SELECT 1 FROM image_labels l WHERE l.image_id = {image_id} AND l.concept
         SELECT 1 FROM annotations x WHERE x.image_id = {image_id} AND x.concept_id = ANY (%(concept_ids)s::bigint[]))
 
 -- name: image_shows_concepts
-NOT EXISTS (SELECT 1 FROM unnest(%(concept_ids)s::bigint[]) AS c (id)
-            WHERE NOT EXISTS (SELECT 1 FROM annotations x WHERE x.image_id = {image_id} AND x.concept_id = c.id)
-              AND NOT EXISTS (SELECT 1 FROM image_labels l WHERE l.image_id = {image_id} AND l.concept_id = c.id))
+%(concept_ids)s::bigint[] <@ ARRAY(
+    SELECT x.concept_id FROM annotations x
+    WHERE x.image_id = {image_id} AND x.concept_id = ANY (%(concept_ids)s::bigint[])
+    UNION ALL
+    SELECT l.concept_id FROM image_labels l
+    WHERE l.image_id = {image_id} AND l.concept_id = ANY (%(concept_ids)s::bigint[]))
 
 -- name: box_concept
 a.concept_id = ANY (%(concept_ids)s::bigint[])

@@ -4,4 +4,4 @@ SELECT %(model_id)s, s.item_id, s.embedding
 FROM staged_vectors s
 WHERE s.item_id = ANY (%(ids)s::bigint[])
 ON CONFLICT (model_id, image_id) DO UPDATE
-    SET embedding = EXCLUDED.embedding, embedded_at = now();
+    SET embedding = EXCLUDED.embedding, embedded_at = EXCLUDED.embedded_at;  -- now(): Citus wants IMMUTABLE here

@@ -92,6 +92,7 @@ def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT, settings: Se
             conn.execute(f"SET LOCAL citus.shard_count = {int(shard_count)}")
             conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
             conn.execute(read_sql("citus/distribute.sql"))
+            conn.execute(read_sql("citus/curation.sql"))
         conn.execute(read_sql("citus/reference_triggers.sql"))
         _set_hnsw_on_workers(conn, settings or get_settings())
         return placements(conn)

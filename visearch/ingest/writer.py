@@ -115,6 +115,13 @@ def insert_images(
     """
     if not rows:
         return {}, set()
+    # One image per (dataset, sha256). The check is the anti-join under a per-dataset lock, not
+    # ON CONFLICT (dataset_id, sha256): on Citus a unique constraint must contain the
+    # distribution column (the image id), so that constraint exists on one node only (where ON
+    # CONFLICT DO NOTHING still skips a row another writer inserted without the lock). The lock
+    # lasts until the batch commits, so two ingests of one dataset never add the same bytes twice.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('visearch.ingest:' || %s, 0))", (dataset_id,))
+    shas = [r.sha256 for r in rows]
     inserted = conn.execute(
         """
         INSERT INTO images (dataset_id, sha256, width, height, format, source_uri, file_name,
@@ -122,12 +129,13 @@ def insert_images(
         SELECT %s, s, w, h, f, u, n, e, m::jsonb
         FROM unnest(%s::bytea[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[],
                     %s::text[], %s::text[]) AS t(s, w, h, f, u, n, e, m)
-        ON CONFLICT (dataset_id, sha256) DO NOTHING
+        WHERE s NOT IN (SELECT sha256 FROM images WHERE dataset_id = %s AND sha256 = ANY (%s::bytea[]))
+        ON CONFLICT DO NOTHING
         RETURNING sha256, id, width, height
         """,
         (
             dataset_id,
-            [r.sha256 for r in rows],
+            shas,
             [r.width for r in rows],
             [r.height for r in rows],
             [r.format for r in rows],
@@ -135,6 +143,8 @@ def insert_images(
             [r.file_name for r in rows],
             [r.external_id for r in rows],
             [json.dumps(r.metadata, allow_nan=False, default=str) for r in rows],
+            dataset_id,
+            shas,
         ),
     ).fetchall()
     refs = {bytes(s): ImageRef(int(i), int(w), int(h)) for s, i, w, h in inserted}
@@ -447,6 +457,8 @@ class ImagePipeline(Generic[T]):
                 )
         with self.conn.transaction():
             # a backfill: queued behind interactive writes (sql/schema/0006_hardening.sql)
+            # (on Citus the enqueue triggers run in the shards' sessions: pass the SET LOCAL on)
+            self.conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
             self.conn.execute("SET LOCAL visearch.queue_priority = 'bulk'")
             refs, added = insert_images(self.conn, self.dataset_id, list(rows.values()), store_bytes=self.store_bytes)
             replace_rejects(

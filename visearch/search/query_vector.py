@@ -176,7 +176,7 @@ def _stored_image_vectors(conn, model: ModelRow, image_ids: list[int]) -> np.nda
 def _stored_object_vector(conn, model: ModelRow, annotation_id: int) -> np.ndarray:
     row = conn.execute(
         "SELECT a.id, e.embedding FROM annotations a"
-        " LEFT JOIN object_embeddings e ON e.annotation_id = a.id AND e.model_id = %s"
+        " LEFT JOIN object_embeddings e ON e.annotation_id = a.id AND e.image_id = a.image_id AND e.model_id = %s"
         " WHERE a.id = %s",
         (model.id, annotation_id),
     ).fetchone()
