@@ -33,3 +33,23 @@ def read_sql(name: str) -> str:
         FileNotFoundError: no such file.
     """
     return (sql_dir() / name).read_text(encoding="utf-8")
+
+
+def function_definitions(name: str, functions: tuple[str, ...]) -> list[str]:
+    """The ``CREATE FUNCTION f(...) ... END $$;`` statements of ``functions`` in ``sql/<name>``,
+    each turned into ``CREATE OR REPLACE FUNCTION``, in the order asked (for restoring a frozen
+    revision's definitions: a downgrade, or a Citus schema that keeps an older form).
+
+    Raises:
+        LookupError: a function is not defined in that file.
+    """
+    import re
+
+    text = read_sql(name)
+    statements = []
+    for function in functions:
+        found = re.search(rf"^CREATE FUNCTION {re.escape(function)}\(.*?^END \$\$;", text, re.S | re.M)
+        if found is None:
+            raise LookupError(f"sql/{name} defines no function {function}")
+        statements.append("CREATE OR REPLACE" + found.group(0)[len("CREATE"):])
+    return statements

@@ -5,11 +5,9 @@ Revises: 0011
 Create Date: 2026-11-30
 """
 
-import re
-
 from alembic import op
 
-from visearch.resources import read_sql
+from visearch.resources import function_definitions, read_sql
 
 revision = "0013"
 down_revision = "0011"
@@ -26,11 +24,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS knn_lookup_sql(integer, text)")  # a SQL function now
-    original = read_sql("schema/0007_curation.sql")
-    for name in _REPLACED:
-        found = re.search(rf"^CREATE FUNCTION {name}\(.*?^END \$\$;", original, re.S | re.M)
-        assert found, name
-        op.execute("CREATE OR REPLACE" + found.group(0)[len("CREATE"):])
+    for statement in function_definitions("schema/0007_curation.sql", _REPLACED):
+        op.execute(statement)
     op.execute(
         """
         DROP FUNCTION IF EXISTS knn_lookup_sql(integer, text, text);

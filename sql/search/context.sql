@@ -87,7 +87,8 @@ concept_ids AS (
 -- 1,000 items (a 1 in 100 filter) 18 ms vs HNSW 62 ms at recall 0.97; 10,000 items 129 ms vs 47 ms).
 -- N is the model's HNSW index size (pg_class.reltuples, kept by CREATE INDEX, VACUUM and
 -- ANALYZE; unknown before the first of these: then %(cap)s). Never above %(cap)s. The driver
--- sizes below are counted up to exact_cap + 1, never further.
+-- concept size below is counted up to exact_cap + 1, the named datasets' size up to %(cap)s + 1
+-- (a LIMIT that reads exact_cap is a subquery in LIMIT, which Citus cannot distribute).
 exact_cap AS (
     SELECT least(%(cap)s, coalesce(
                (SELECT ceil(4 * sqrt(greatest(%(rows)s, 1)::float8 * r.reltuples))::integer
@@ -128,22 +129,25 @@ SELECT
     -- (concept_driver_size(), sql/schema/0011_concept_size.sql)
     k.cap AS exact_cap,
     concept_driver_size(%(kind)s, c.required, k.cap) AS concept_size,
-    -- the named datasets' items (images_dataset_external_id; boxes through their images)
+    -- the named datasets' items (images_dataset_external_id; boxes through their images), up to
+    -- %(cap)s + 1
     CASE WHEN %(dataset_names)s::text[] IS NOT NULL THEN
         CASE %(kind)s
             WHEN 'image' THEN
                 (SELECT count(*) FROM (SELECT 1 FROM images i WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds))
-                                       LIMIT k.cap + 1) s)
+                                       LIMIT %(cap)s + 1) s)
             ELSE
                 (SELECT count(*) FROM (SELECT 1 FROM images i JOIN annotations a ON a.image_id = i.id
-                                       WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds)) LIMIT k.cap + 1) s)
+                                       WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds)) LIMIT %(cap)s + 1) s)
         END
     END AS dataset_size,
-    -- the query's stored vectors (fewer than the ids: unknown or not embedded, said by the caller)
+    -- the query's stored vectors (fewer than the ids: unknown or not embedded, said by the caller);
+    -- the model id as an uncorrelated subquery, which Citus plans first (a correlated one joins
+    -- the shards to the coordinator's queue table, which it refuses)
     (SELECT array_agg(e.embedding ORDER BY e.image_id) FROM image_embeddings e
-     WHERE e.model_id = m.id AND e.image_id = ANY (%(query_image_ids)s::bigint[])) AS query_image_vectors,
+     WHERE e.model_id = (SELECT id FROM model) AND e.image_id = ANY (%(query_image_ids)s::bigint[])) AS query_image_vectors,
     (SELECT e.embedding FROM object_embeddings e
-     WHERE e.model_id = m.id AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_vector
+     WHERE e.model_id = (SELECT id FROM model) AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_vector
 FROM (SELECT 1) one
 LEFT JOIN model m ON true
 CROSS JOIN concept_ids c

@@ -253,13 +253,18 @@ def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict) ->
     :meth:`visearch.db.database.Database.connect`); this one is prepared explicitly, and
     ``plan_cache_mode = force_generic_plan`` holds for its execution only, in the same round
     trip (PostgreSQL applies the setting to every statement with parameters, unnamed ones too:
-    a generic plan of a ranking statement cannot see its limit or filters).
+    a generic plan of a ranking statement cannot see its limit or filters). On a server with
+    Citus loaded it is planned per call (``force_custom_plan``): Citus cannot distribute a
+    generic plan whose parameters it has not seen.
     """
     threshold = conn.prepare_threshold
     conn.prepare_threshold = 2**31 - 1  # prepare=True is honoured; nothing else gets prepared
     try:
         with conn.pipeline():
-            conn.execute("SET plan_cache_mode = force_generic_plan")
+            # Citus cannot distribute a generic plan with parameters ("could not create
+            # distributed plan"): where it is loaded the statement gets custom plans instead.
+            conn.execute("SELECT set_config('plan_cache_mode', CASE WHEN current_setting('citus.version', true)"
+                         " IS NULL THEN 'force_generic_plan' ELSE 'force_custom_plan' END, false)")
             cur = conn.execute(statement, params, prepare=True)
             conn.execute("RESET plan_cache_mode")
         return cur
