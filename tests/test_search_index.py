@@ -317,3 +317,24 @@ def test_the_search_layer_imports_neither_the_worker_nor_torch():
             "bad = sorted(m for m in sys.modules if m.startswith(('visearch.worker', 'torch'))); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_context_statement_counts_named_datasets_from_their_index(vectors_db, settings):
+    """The named datasets' size (counted up to the cap, sql/search/context.sql) reads an index,
+    images_dataset_external_id for images, never a scan of images or annotations (sequential
+    scans priced out): the same cost for a dataset of 50 images as of 5 million."""
+    from visearch.resources import read_sql
+    from visearch.search.serving import context_params
+
+    shared, _, _ = vectors_db
+    with shared.connect(autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        for kind in ("image", "object"):
+            params = context_params(
+                model_name="synthetic-64", fallback_model=settings.model, needs_text=False, kind=kind,
+                dataset_names=["small"], concept_terms=[], exclude_terms=[],
+                cap=settings.exact_search_max_candidates, rows=10)
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + read_sql("search/context.sql"), params))
+            # (the module's datasets hold no boxes: the object count is planned from annotations' index)
+            assert kind == "object" or "images_dataset_external_id" in plan, plan
+            assert not re.search(r"Seq Scan on (images|annotations)\b", plan), plan
