@@ -73,12 +73,15 @@ def test_interactive_writes_are_claimed_before_a_bulk_backlog(db, coco128, tmp_p
         first = conn.execute("SELECT min(item_id) FROM embedding_queue WHERE priority = 1").fetchone()[0]
         conn.execute("UPDATE images SET sha256 = sha256(sha256) WHERE id = %s", (first,))
         assert _row(conn, first)[3] == 0
-        # the claim is served by the (model, priority, enqueued_at) index, not a sort of the queue
+        # the claim (sql/queue/claim.sql itself, of any priority and of one) is served by the
+        # (model, priority, enqueued_at) index, not a sort of the queue
         conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN SELECT q.item_id FROM embedding_queue q WHERE q.model_id = %s AND NOT q.failed"
-            " ORDER BY q.priority, q.enqueued_at LIMIT 256", (model,)))
-        assert "embedding_queue_ready_priority" in plan and "Sort" not in plan, plan
+        for priority in (None, queue.INTERACTIVE):
+            plan = "\n".join(r[0] for r in conn.execute(
+                "EXPLAIN " + read_sql("queue/claim.sql"),
+                {"model_id": model, "worker": "w", "limit": 256, "lease_seconds": 60,
+                 "dataset_ids": None, "priority": priority}))
+            assert "embedding_queue_ready_priority" in plan and "Sort" not in plan, plan
         # so is the check a bulk round makes between batches: are interactive items waiting?
         plan = "\n".join(r[0] for r in conn.execute(
             "EXPLAIN " + read_sql("queue/waiting.sql"),

@@ -317,3 +317,50 @@ def test_the_search_layer_imports_neither_the_worker_nor_torch():
             "bad = sorted(m for m in sys.modules if m.startswith(('visearch.worker', 'torch'))); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_context_statement_counts_named_datasets_from_their_index(vectors_db, settings):
+    """The named datasets' size (counted up to the cap, sql/search/context.sql) reads an index,
+    images_dataset_external_id for images, never a scan of images or annotations (sequential
+    scans priced out): the same cost for a dataset of 50 images as of 5 million."""
+    from visearch.resources import read_sql
+    from visearch.search.serving import context_params
+
+    shared, _, _ = vectors_db
+    with shared.connect(autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        for kind in ("image", "object"):
+            params = context_params(
+                model_name="synthetic-64", fallback_model=settings.model, needs_text=False, kind=kind,
+                dataset_names=["small"], concept_terms=[], exclude_terms=[],
+                cap=settings.exact_search_max_candidates, rows=10)
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + read_sql("search/context.sql"), params))
+            # (the module's datasets hold no boxes: the object count is planned from annotations' index)
+            assert kind == "object" or "images_dataset_external_id" in plan, plan
+            assert not re.search(r"Seq Scan on (images|annotations)\b", plan), plan
+
+
+def test_the_concept_driver_size_counts_from_the_concept_indexes(vectors_db, settings):
+    """concept_driver_size() (sql/schema/0011_concept_size.sql, called by the context statement)
+    counts each required concept from annotations_concept and image_labels_concept: auto_explain
+    shows the function's own statements, with sequential scans priced out."""
+    from visearch.resources import read_sql
+    from visearch.search.serving import context_params
+
+    shared, _, _ = vectors_db
+    with shared.connect(autocommit=True) as conn:
+        plans: list[str] = []
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                        "SET auto_explain.log_nested_statements = on", "SET auto_explain.log_level = notice",
+                        "SET client_min_messages = notice", "SET enable_seqscan = off"):
+            conn.execute(setting)
+        params = context_params(
+            model_name="synthetic-64", fallback_model=settings.model, needs_text=False, kind="image",
+            dataset_names=None, concept_terms=["rare"], exclude_terms=[],
+            cap=settings.exact_search_max_candidates, rows=10)
+        size = conn.execute(read_sql("search/context.sql"), params).fetchone()[17]
+        text = "\n".join(plans)
+    assert size == RARE
+    assert "annotations_concept" in text and "image_labels_concept" in text, text
+    assert not re.search(r"Seq Scan on (annotations|image_labels)\b", text), text

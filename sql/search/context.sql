@@ -89,15 +89,16 @@ concept_ids AS (
 -- ANALYZE; unknown before the first of these: then %(cap)s). Never above %(cap)s. The driver
 -- concept size below is counted up to exact_cap + 1, the named datasets' size up to %(cap)s + 1
 -- (a LIMIT that reads exact_cap is a subquery in LIMIT, which Citus cannot distribute).
-exact_cap AS (
+exact_cap AS (  -- also the model's HNSW index (NULL: none yet), named once here
     SELECT least(%(cap)s, coalesce(
                (SELECT ceil(4 * sqrt(greatest(%(rows)s, 1)::float8 * r.reltuples))::integer
                 FROM pg_class r
-                WHERE r.oid = to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
-                                                                 ELSE 'object_embeddings' END, m.id))
-                  AND r.reltuples > 0),
-               %(cap)s)) AS cap
-    FROM (SELECT 1) one LEFT JOIN model m ON true
+                WHERE r.oid = h.hnsw_index AND r.reltuples > 0),
+               %(cap)s)) AS cap,
+           h.hnsw_index
+    FROM (SELECT to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
+                                                           ELSE 'object_embeddings' END, m.id)) AS hnsw_index
+          FROM (SELECT 1) one LEFT JOIN model m ON true) h
 ),
 exclude_ids AS (
     SELECT array_agg(k.id ORDER BY t.ord) AS excluded,
@@ -123,8 +124,7 @@ SELECT
     EXISTS (SELECT 1 FROM embedding_queue q
             WHERE q.model_id = m.id AND q.item_kind = %(kind)s AND q.failed
               AND q.dataset_id IN (SELECT id FROM searched)) AS has_failed,
-    to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
-                                              ELSE 'object_embeddings' END, m.id)) IS NOT NULL AS has_index,
+    k.hnsw_index IS NOT NULL AS has_index,
     -- the smallest required concept, in items of this kind, each counted up to exact_cap + 1
     -- (concept_driver_size(), sql/schema/0011_concept_size.sql)
     k.cap AS exact_cap,
