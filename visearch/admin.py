@@ -2,7 +2,7 @@
 
 ``visearch dataset ...``, ``visearch model ...``, ``visearch embed`` and the HTTP routes under
 ``/v1/datasets`` all call these functions (the CLI turns names into ids with
-:func:`dataset_by_name` / :func:`visearch.db.models.get_model`). SQL: ``sql/catalog/datasets.sql``,
+:func:`dataset_id` / :func:`visearch.db.models.get_model`). SQL: ``sql/catalog/datasets.sql``,
 ``sql/admin/models.sql``, ``sql/queue/queued.sql``.
 
 Disabling a dataset (``datasets.search_enabled = false``) takes it out of search and out of
@@ -78,7 +78,7 @@ def _get_dataset(conn: psycopg.Connection, dataset_id: int) -> DatasetInfo:
 
 
 def dataset_by_name(db: Database, name: str) -> DatasetInfo:
-    """The dataset called ``name`` (disabled ones too).
+    """The dataset called ``name`` (disabled ones too), with its numbers of images and boxes.
 
     Raises:
         NotFoundError: no such dataset; the message lists the known names.
@@ -86,9 +86,18 @@ def dataset_by_name(db: Database, name: str) -> DatasetInfo:
     with db.pooled() as conn:
         found = _datasets(conn, name=name)
         if not found:
-            known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
-            raise NotFoundError(f"unknown dataset {name!r}; known: {', '.join(known) or 'none'}")
+            raise _unknown_dataset(conn, name)
         return found[0]
+
+
+def dataset_id(db: Database, name: str) -> int:
+    """The id of the dataset called ``name`` (disabled ones too), without counting its contents.
+
+    Raises:
+        NotFoundError: no such dataset; the message lists the known names.
+    """
+    with db.pooled() as conn:
+        return _dataset_id(conn, name)
 
 
 def dataset_ids_by_name(db: Database, names: Sequence[str]) -> list[int] | None:
@@ -99,7 +108,20 @@ def dataset_ids_by_name(db: Database, names: Sequence[str]) -> list[int] | None:
     """
     if not names:
         return None
-    return [dataset_by_name(db, n).id for n in names]
+    with db.pooled() as conn:
+        return [_dataset_id(conn, n) for n in names]
+
+
+def _dataset_id(conn: psycopg.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise _unknown_dataset(conn, name)
+    return row[0]
+
+
+def _unknown_dataset(conn: psycopg.Connection, name: str) -> NotFoundError:
+    known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
+    return NotFoundError(f"unknown dataset {name!r}; known: {', '.join(known) or 'none'}")
 
 
 def create_dataset(
