@@ -77,6 +77,13 @@ def _get_dataset(conn: psycopg.Connection, dataset_id: int) -> DatasetInfo:
     return found[0]
 
 
+def check_dataset(conn: psycopg.Connection, dataset_id: int) -> None:
+    """Raises :class:`NotFoundError` when there is no dataset ``dataset_id`` (one primary-key
+    probe: nothing is counted)."""
+    if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
+        raise NotFoundError(f"unknown dataset id {dataset_id}")
+
+
 def dataset_by_name(db: Database, name: str) -> DatasetInfo:
     """The dataset called ``name`` (disabled ones too), with its numbers of images and boxes.
 
@@ -322,8 +329,7 @@ def rename_dataset(db: Database, dataset_id: int, name: str) -> str:
     if not name:
         raise InvalidRequestError("a dataset needs a non-empty name")
     with db.pooled() as conn:
-        if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
-            raise NotFoundError(f"unknown dataset id {dataset_id}")
+        check_dataset(conn, dataset_id)
         clash = conn.execute("SELECT id FROM datasets WHERE name = %s AND id <> %s", (name, dataset_id)).fetchone()
         if clash:
             raise ConflictError(f"a dataset named {name!r} exists already (id {clash[0]})")
