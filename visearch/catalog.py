@@ -95,15 +95,15 @@ class ImageDetail:
 # ---- datasets ---------------------------------------------------------------------------------
 
 def dataset_status(db: Database, dataset_id: int) -> DatasetStatus:
-    """Embedding status of a dataset: :func:`visearch.status.collect_status` (what
+    """Embedding status of a dataset: :func:`visearch.status.status_of_datasets` (what
     ``visearch status -d NAME`` shows).
 
     Raises: NotFoundError.
     """
-    from visearch.status import collect_status
+    from visearch.status import status_of_datasets
 
     info = get_dataset(db, dataset_id)
-    report = collect_status(db, [info.name])
+    report = status_of_datasets(db, [dataset_id])
     return DatasetStatus(info, report.datasets, report.failures, report.workers)
 
 
