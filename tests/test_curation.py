@@ -478,3 +478,12 @@ def test_cli_duplicates_and_suspects(curated, cur_settings):
     assert r.exit_code == 0 and "looks like" in r.output, r.output
     r = runner.invoke(cli, ["search", "--image-id", "1", "--mmr", "0.5", "-k", "3"], env=env)
     assert r.exit_code == 0 and "MMR" in r.output, r.output
+
+
+def test_connected_groups_keep_ids_ascending_largest_group_first():
+    from visearch.curation.duplicates import connected_groups
+
+    pairs = np.array([[9, 4], [20, 21], [4, 7], [5, 5], [30, 2], [2, 31]], dtype=np.int64)
+    groups = connected_groups(pairs)
+    assert [g.tolist() for g in groups] == [[2, 30, 31], [4, 7, 9], [20, 21]]  # [5, 5]: one item, no group
+    assert connected_groups(np.empty((0, 2), dtype=np.int64)) == []

@@ -87,6 +87,11 @@ def test_interactive_writes_are_claimed_before_a_bulk_backlog(db, coco128, tmp_p
             "EXPLAIN " + read_sql("queue/waiting.sql"),
             {"model_id": model, "priority": queue.INTERACTIVE, "dataset_ids": None}))
         assert "embedding_queue_ready_priority" in plan, plan
+        # and the one the neighbour refresh makes after each batch: is anything claimable?
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN " + read_sql("queue/waiting.sql"),
+            {"model_id": model, "priority": None, "dataset_ids": None}))
+        assert "embedding_queue_ready_priority" in plan, plan
         assert queue.waiting(conn, model_id=model, priority=queue.INTERACTIVE)  # `first` above
         assert queue.waiting(conn, model_id=model, priority=queue.INTERACTIVE, dataset_ids=[ds + 1]) is False
     assert report.images_added == 10

@@ -110,6 +110,8 @@ def test_find_images_by_file_name_or_coco_id_delete_them_and_the_cli_prints_a_li
     assert client.get(f"/v1/images/{image_id}").status_code == 404
     assert _sql(db, "SELECT count(*) FROM annotations WHERE image_id = %s", (image_id,))[0][0] == 0
     assert client.post("/v1/images/delete", json={"image_ids": []}).status_code == 400
+    out = runner.invoke(cli, ["--database-url", db.url, "dataset", "rename", "nope", "x"])
+    assert out.exit_code == 1 and "unknown dataset 'nope'; known: coco128" in out.output
     out = runner.invoke(cli, ["--database-url", db.url, "dataset", "rename", "coco128", "coco-small"])
     assert out.exit_code == 0 and _sql(db, "SELECT name FROM datasets") == [("coco-small",)]
     out = runner.invoke(cli, ["--database-url", db.url, "dataset", "delete", "coco-small", "--yes"])

@@ -2,7 +2,7 @@
 
 ``visearch dataset ...``, ``visearch model ...``, ``visearch embed`` and the HTTP routes under
 ``/v1/datasets`` all call these functions (the CLI turns names into ids with
-:func:`dataset_by_name` / :func:`visearch.db.models.get_model`). SQL: ``sql/catalog/datasets.sql``,
+:func:`dataset_id` / :func:`visearch.db.models.get_model`). SQL: ``sql/catalog/datasets.sql``,
 ``sql/admin/models.sql``, ``sql/queue/queued.sql``.
 
 Disabling a dataset (``datasets.search_enabled = false``) takes it out of search and out of
@@ -77,8 +77,15 @@ def _get_dataset(conn: psycopg.Connection, dataset_id: int) -> DatasetInfo:
     return found[0]
 
 
+def check_dataset(conn: psycopg.Connection, dataset_id: int) -> None:
+    """Raises :class:`NotFoundError` when there is no dataset ``dataset_id`` (one primary-key
+    probe: nothing is counted)."""
+    if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
+        raise NotFoundError(f"unknown dataset id {dataset_id}")
+
+
 def dataset_by_name(db: Database, name: str) -> DatasetInfo:
-    """The dataset called ``name`` (disabled ones too).
+    """The dataset called ``name`` (disabled ones too), with its numbers of images and boxes.
 
     Raises:
         NotFoundError: no such dataset; the message lists the known names.
@@ -86,9 +93,18 @@ def dataset_by_name(db: Database, name: str) -> DatasetInfo:
     with db.pooled() as conn:
         found = _datasets(conn, name=name)
         if not found:
-            known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
-            raise NotFoundError(f"unknown dataset {name!r}; known: {', '.join(known) or 'none'}")
+            raise _unknown_dataset(conn, name)
         return found[0]
+
+
+def dataset_id(db: Database, name: str) -> int:
+    """The id of the dataset called ``name`` (disabled ones too), without counting its contents.
+
+    Raises:
+        NotFoundError: no such dataset; the message lists the known names.
+    """
+    with db.pooled() as conn:
+        return _dataset_id(conn, name)
 
 
 def dataset_ids_by_name(db: Database, names: Sequence[str]) -> list[int] | None:
@@ -99,7 +115,20 @@ def dataset_ids_by_name(db: Database, names: Sequence[str]) -> list[int] | None:
     """
     if not names:
         return None
-    return [dataset_by_name(db, n).id for n in names]
+    with db.pooled() as conn:
+        return [_dataset_id(conn, n) for n in names]
+
+
+def _dataset_id(conn: psycopg.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise _unknown_dataset(conn, name)
+    return row[0]
+
+
+def _unknown_dataset(conn: psycopg.Connection, name: str) -> NotFoundError:
+    known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
+    return NotFoundError(f"unknown dataset {name!r}; known: {', '.join(known) or 'none'}")
 
 
 def create_dataset(
@@ -300,8 +329,7 @@ def rename_dataset(db: Database, dataset_id: int, name: str) -> str:
     if not name:
         raise InvalidRequestError("a dataset needs a non-empty name")
     with db.pooled() as conn:
-        if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
-            raise NotFoundError(f"unknown dataset id {dataset_id}")
+        check_dataset(conn, dataset_id)
         clash = conn.execute("SELECT id FROM datasets WHERE name = %s AND id <> %s", (name, dataset_id)).fetchone()
         if clash:
             raise ConflictError(f"a dataset named {name!r} exists already (id {clash[0]})")

@@ -6,8 +6,7 @@ crop of a box; a dataset's embedding status. Writes go through the ingest writer
 and the database triggers queue it for embedding.
 
 Datasets and models themselves (create, list, enable/disable, queue counts) live in
-:mod:`visearch.admin`, the one admin module the CLI and the HTTP API share; the names below are
-re-exported from there for callers of this module.
+:mod:`visearch.admin`, the one admin module the CLI and the HTTP API share.
 """
 
 from __future__ import annotations
@@ -27,15 +26,7 @@ from psycopg.rows import class_row
 
 from visearch.db.database import Database
 from visearch.embedding.crops import CropSpec, crop_box
-from visearch.admin import (  # noqa: F401  (re-exported: the dataset half of the catalog)
-    DatasetInfo,
-    create_dataset,
-    get_dataset,
-    list_datasets,
-    live_workers,
-    notify_workers,
-    queued_items,
-)
+from visearch.admin import DatasetInfo, check_dataset, get_dataset
 from visearch.embedding.decode import DEFAULT_MAX_PIXELS, decode_image, probe_image
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.media import media_roots as media_roots_in_force
@@ -104,15 +95,15 @@ class ImageDetail:
 # ---- datasets ---------------------------------------------------------------------------------
 
 def dataset_status(db: Database, dataset_id: int) -> DatasetStatus:
-    """Embedding status of a dataset: :func:`visearch.status.collect_status` (what
+    """Embedding status of a dataset: :func:`visearch.status.status_of_datasets` (what
     ``visearch status -d NAME`` shows).
 
     Raises: NotFoundError.
     """
-    from visearch.status import collect_status
+    from visearch.status import status_of_datasets
 
     info = get_dataset(db, dataset_id)
-    report = collect_status(db, [info.name])
+    report = status_of_datasets(db, [dataset_id])
     return DatasetStatus(info, report.datasets, report.failures, report.workers)
 
 
@@ -143,7 +134,8 @@ def upload_image(
     """
     if len({n.strip() for n in labels if n and n.strip()}) > MAX_LABELS_PER_UPLOAD:
         raise InvalidRequestError(f"an upload may give at most {MAX_LABELS_PER_UPLOAD} labels")
-    get_dataset(db, dataset_id)  # 404 before any decoding work
+    with db.pooled() as conn:
+        check_dataset(conn, dataset_id)  # 404 before any decoding work
     info = probe_image(data, max_pixels=max_pixels)
     decode_image(data, max_pixels=max_pixels).close()  # a full decode catches truncated files
     digest = hashlib.sha256(data).digest()

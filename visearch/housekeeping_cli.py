@@ -12,11 +12,13 @@ DEFAULT_CONSOLE = "http://127.0.0.1:8000"
 
 
 def _dataset_id(obj: CliContext, name: str) -> int:
-    with obj.db.connect() as conn:
-        row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
-    if row is None:
-        raise click.ClickException(f"unknown dataset {name!r} (see `visearch dataset list`)")
-    return row[0]
+    from visearch.admin import dataset_id
+    from visearch.errors import VisearchError
+
+    try:
+        return dataset_id(obj.db, name)
+    except VisearchError as exc:
+        fail(exc)
 
 
 @click.command("rename")

@@ -43,9 +43,13 @@ def collect_status(db: Database, datasets: Sequence[str] = (), *, alive_seconds:
     Raises:
         NotFoundError: an unknown dataset name.
     """
-    ids = dataset_ids_by_name(db, datasets)
+    return status_of_datasets(db, dataset_ids_by_name(db, datasets), alive_seconds=alive_seconds)
+
+
+def status_of_datasets(db: Database, dataset_ids: list[int] | None, *, alive_seconds: float = ALIVE_SECONDS) -> StatusReport:
+    """:func:`collect_status` of datasets given by id (``None``: all)."""
     with db.connect() as conn:
-        params = {"dataset_ids": ids, "alive_seconds": alive_seconds}
+        params = {"dataset_ids": dataset_ids, "alive_seconds": alive_seconds}
 
         def rows(name: str) -> list[dict[str, Any]]:
             with conn.cursor(row_factory=dict_row) as cur:

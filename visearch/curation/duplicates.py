@@ -112,7 +112,10 @@ def connected_groups(pairs: np.ndarray) -> list[np.ndarray]:
     inverse = inverse.reshape(-1, 2)
     graph = coo_matrix((np.ones(len(pairs)), (inverse[:, 0], inverse[:, 1])), shape=(len(nodes),) * 2)
     count, labels = connected_components(graph, directed=False)
-    groups = [nodes[labels == c] for c in range(count)]
+    # one stable sort by component (ids stay ascending within each), not a scan of every node
+    # per component: quadratic when the pairs form thousands of small groups
+    order = np.argsort(labels, kind="stable")
+    groups = np.split(nodes[order], np.cumsum(np.bincount(labels, minlength=count))[:-1])
     return sorted((g for g in groups if len(g) > 1), key=lambda g: (-len(g), int(g.min())))
 
 

@@ -108,11 +108,11 @@ def dataset_list(obj: _Context):
 
 
 def _set_enabled(obj: _Context, name: str, enabled: bool) -> None:
-    from visearch.admin import dataset_by_name, set_search_enabled
+    from visearch.admin import dataset_id, set_search_enabled
     from visearch.errors import VisearchError
 
     try:
-        _, changed = set_search_enabled(obj.db, dataset_by_name(obj.db, name).id, enabled)
+        _, changed = set_search_enabled(obj.db, dataset_id(obj.db, name), enabled)
     except VisearchError as exc:
         _fail(exc)
     state = "enabled" if enabled else "disabled"
