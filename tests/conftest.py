@@ -72,6 +72,25 @@ def truncate_all(database) -> None:
         conn.commit()
 
 
+def sql(db, query, params=()):
+    """Run one statement and commit; its rows, or the row count of a statement that returns none."""
+    with db.connect() as conn:
+        cur = conn.execute(query, params)
+        rows = cur.fetchall() if cur.description else cur.rowcount
+        conn.commit()
+        return rows
+
+
+def assert_error(r, status, error=None):
+    """Assert ``r`` is an error response in the API's error shape, with ``status`` (and ``error``); its body."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status_code"] == status and body["detail"]
+    if error:
+        assert body["error"] == error, body
+    return body
+
+
 @pytest.fixture
 def db(database):
     """The database, emptied before the test."""
