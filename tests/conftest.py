@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -89,6 +90,27 @@ def assert_error(r, status, error=None):
     if error:
         assert body["error"] == error, body
     return body
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid of the embedded server of ``data_dir`` (VISEARCH_DATA_DIR), or None when it is not running."""
+    import psutil
+
+    info = data_dir / "pgdata" / "postmaster.pid"
+    if not info.exists():
+        return None
+    pid = int(info.read_text().split()[0])
+    return pid if psutil.pid_exists(pid) else None
+
+
+def wait_server_stopped(data_dir: Path, timeout: float) -> bool:
+    """Whether the embedded server of ``data_dir`` stops within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if postmaster_pid(data_dir) is None:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 @pytest.fixture
