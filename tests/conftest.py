@@ -82,6 +82,18 @@ def sql(db, query, params=()):
         return rows
 
 
+def last_rows(conn, script: str) -> list:
+    """Run ``script`` (several statements, as psql runs them); the rows of its last result set that has any."""
+    cur = conn.cursor()
+    cur.execute(script)
+    rows = []
+    while True:
+        if cur.description:
+            rows = cur.fetchall() or rows
+        if not cur.nextset():
+            return rows
+
+
 def assert_error(r, status, error=None):
     """Assert ``r`` is an error response in the API's error shape, with ``status`` (and ``error``); its body."""
     assert r.status_code == status, r.text
