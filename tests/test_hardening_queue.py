@@ -13,7 +13,7 @@ from visearch.resources import read_sql
 from visearch.search import SearchRequest, search
 
 from test_freshness import add_dataset, add_image, coco_files, fake_model
-from test_worker import DROP_VECTOR_WRITE_GATE, install_vector_write_gate
+from test_worker import DROP_VECTOR_WRITE_GATE, count, install_vector_write_gate, wait_for
 from test_worker import workers, write_log  # noqa: F401 (fixtures)
 
 
@@ -118,7 +118,9 @@ def test_tagging_a_collection_while_its_images_are_deleted_tags_what_is_left(db)
     result = {}
     tagger = threading.Thread(target=lambda: result.update(r=collections.tag_images(db, "alice", cid, ["cat"])))
     tagger.start()
-    time.sleep(0.5)  # the tag statement now waits for the deleting transaction
+    with db.connect(autocommit=True) as conn:  # the tag statement now waits for the deleting transaction
+        wait_for(lambda: count(conn, "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                               deleter.info.backend_pid), 30, "the tag statement to wait for the delete")
     deleter.commit()
     deleter.close()
     tagger.join(30)
@@ -156,7 +158,6 @@ def test_an_interactive_write_waits_for_one_batch_of_a_backfill_not_the_whole_cl
     after that batch, ahead of the other 32 claimed items, and before the backlog is done.
     Mid-batch by construction: the worker's vector writes wait at a gate (an advisory lock this
     test holds) once the first batch is written, and the insert is committed there."""
-    from test_worker import count, wait_for
 
     batch, backlog = 4, 40
     folder = tmp_path / "bulk"
