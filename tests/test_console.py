@@ -23,23 +23,16 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import ingest_coco128_embedded, sql
+from conftest import sql
+from test_http import OBJECT_IMAGES, coco  # noqa: F401 (fixture: coco128 embedded, boxes of 1..12)
 
 from playwright import sync_api as playwright_api
 
 CHROMIUM = os.environ.get("VISEARCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-OBJECT_IMAGES = 12  # boxes of images 1..12 are embedded (as in test_http)
 DOCS_PNG = Path(__file__).resolve().parents[1] / "docs" / "console.png"
 WAIT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def coco(database, coco128):
-    report = ingest_coco128_embedded(database, coco128, boxes_of_images=OBJECT_IMAGES)
-    assert report.failures == [] and report.embedded["image"] == 128
-    return database
 
 
 @pytest.fixture(scope="module")
