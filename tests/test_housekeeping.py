@@ -117,10 +117,12 @@ def test_find_and_concept_prefix_use_their_indexes(db, coco128):
 
     with db.connect() as conn:
         conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN " + read_sql("housekeeping/find_images.sql"),
-            {"term": "x.jpg", "pattern": "x.jpg%", "prefix": True, "dataset_id": None, "limit": 5}))
-        assert "images_file_name_pattern" in plan and "images_external_id_pattern" in plan
+        for prefix in (True, False):  # both branches of each CASE: LIKE 'x%' and equality
+            plan = "\n".join(r[0] for r in conn.execute(
+                "EXPLAIN " + read_sql("housekeeping/find_images.sql"),
+                {"term": "x.jpg", "pattern": "x.jpg%", "prefix": prefix, "dataset_id": None, "limit": 5}))
+            assert "images_file_name_pattern" in plan and "images_external_id_pattern" in plan, plan
+            assert "Seq Scan on images" not in plan, plan
         plan = "\n".join(r[0] for r in conn.execute(
             "EXPLAIN " + read_sql("housekeeping/concepts_by_prefix.sql"), {"pattern": "per%", "limit": 5}))
         assert "concepts_tag_pattern" in plan
