@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -70,6 +71,58 @@ def truncate_all(database) -> None:
         conn.execute("DELETE FROM embedding_models")  # its trigger drops the models' HNSW indexes
         conn.execute(f"TRUNCATE {_DATA_TABLES} RESTART IDENTITY CASCADE")
         conn.commit()
+
+
+def sql(db, query, params=()):
+    """Run one statement and commit; its rows, or the row count of a statement that returns none."""
+    with db.connect() as conn:
+        cur = conn.execute(query, params)
+        rows = cur.fetchall() if cur.description else cur.rowcount
+        conn.commit()
+        return rows
+
+
+def last_rows(conn, script: str) -> list:
+    """Run ``script`` (several statements, as psql runs them); the rows of its last result set that has any."""
+    cur = conn.cursor()
+    cur.execute(script)
+    rows = []
+    while True:
+        if cur.description:
+            rows = cur.fetchall() or rows
+        if not cur.nextset():
+            return rows
+
+
+def assert_error(r, status, error=None):
+    """Assert ``r`` is an error response in the API's error shape, with ``status`` (and ``error``); its body."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status_code"] == status and body["detail"]
+    if error:
+        assert body["error"] == error, body
+    return body
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid of the embedded server of ``data_dir`` (VISEARCH_DATA_DIR), or None when it is not running."""
+    import psutil
+
+    info = data_dir / "pgdata" / "postmaster.pid"
+    if not info.exists():
+        return None
+    pid = int(info.read_text().split()[0])
+    return pid if psutil.pid_exists(pid) else None
+
+
+def wait_server_stopped(data_dir: Path, timeout: float) -> bool:
+    """Whether the embedded server of ``data_dir`` stops within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if postmaster_pid(data_dir) is None:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -24,31 +23,16 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import ingest_coco128_embedded
+from conftest import sql
+from test_http import OBJECT_IMAGES, coco  # noqa: F401 (fixture: coco128 embedded, boxes of 1..12)
 
 from playwright import sync_api as playwright_api
 
 CHROMIUM = os.environ.get("VISEARCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-OBJECT_IMAGES = 12  # boxes of images 1..12 are embedded (as in test_http)
 DOCS_PNG = Path(__file__).resolve().parents[1] / "docs" / "console.png"
 WAIT_MS = 60_000
-
-
-def _sql(db, query, params=()):
-    with db.connect() as conn:
-        cur = conn.execute(query, params)
-        rows = cur.fetchall() if cur.description else cur.rowcount
-        conn.commit()
-        return rows
-
-
-@pytest.fixture(scope="module")
-def coco(database, coco128):
-    report = ingest_coco128_embedded(database, coco128, boxes_of_images=OBJECT_IMAGES)
-    assert report.failures == [] and report.embedded["image"] == 128
-    return database
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +156,7 @@ def test_page_lists_the_datasets_with_their_state_and_the_model(page, shot):
 
 
 def test_upload_a_photo_draw_a_box_and_find_that_box_first(page, shot, api, coco, coco128):
-    ann_id, image_id, x, y, w, h, file_name = _sql(coco, (
+    ann_id, image_id, x, y, w, h, file_name = sql(coco, (
         "SELECT a.id, a.image_id, a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h, i.file_name FROM annotations a"
         " JOIN images i ON i.id = a.image_id WHERE a.image_id <= %s AND a.bbox_w > 120 AND a.bbox_h > 120"
         " ORDER BY a.bbox_w * a.bbox_h LIMIT 1"), (OBJECT_IMAGES,))[0]
@@ -258,7 +242,7 @@ def test_select_three_results_and_search_more_like_these(page, shot):
 
 def test_detail_view_shows_boxes_and_a_click_on_a_box_searches_by_it(page, shot, coco):
     image_id = 3  # its boxes are embedded (images 1..12)
-    boxes = [r[0] for r in _sql(coco, "SELECT id FROM annotations WHERE image_id = %s"
+    boxes = [r[0] for r in sql(coco, "SELECT id FROM annotations WHERE image_id = %s"
                                       " ORDER BY bbox_w * bbox_h, id", (image_id,))]  # smallest first: on top
     page.evaluate(f"location.hash = '#image={image_id}'")
     page.wait_for_selector("#detail[open]")
@@ -292,7 +276,7 @@ def test_concept_autocomplete_and_a_concept_search_with_an_exclusion(page, shot,
     assert body["query"] == "#person" and body["exclude_concepts"] == ["car"]
     _wait_for_results(page, before)
     shown = {c["image"] for c in _cards(page)}
-    expected = {r[0] for r in _sql(coco, (
+    expected = {r[0] for r in sql(coco, (
         "SELECT DISTINCT a.image_id FROM annotations a JOIN concepts k ON k.id = a.concept_id WHERE k.name = 'person'"
         " EXCEPT SELECT a.image_id FROM annotations a JOIN concepts k ON k.id = a.concept_id WHERE k.name = 'car'"))}
     assert shown == expected
@@ -319,7 +303,7 @@ def test_save_tag_export_coco_and_reingest_it(page, shot, api, coco, coco128, tm
     page.fill("#tag-concept", "console pick")
     page.click("#tag-selected")
     page.wait_for_function("() => document.querySelector('#action-message').textContent.startsWith('tagged')")
-    tagged = _sql(coco, "SELECT count(*) FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
+    tagged = sql(coco, "SELECT count(*) FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
                         " WHERE k.name = 'console pick' AND l.source = 'collection'")[0][0]
     assert tagged == 5
     page.click("#select-none")
@@ -327,7 +311,7 @@ def test_save_tag_export_coco_and_reingest_it(page, shot, api, coco, coco128, tm
     page.click("#tag-all")
     page.wait_for_function("() => document.querySelector('#action-message').textContent.includes('reviewed')")
     images = api.get(f"/v1/collections/{cid}").json()["collection"]["images"]
-    assert _sql(coco, "SELECT count(*) FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
+    assert sql(coco, "SELECT count(*) FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
                       " WHERE k.name = 'console reviewed'")[0][0] == images == 128
     # remove three selected items from the collection; the others keep their ranks
     gone = [c["rank"] for c in _cards(page)[-3:]]
@@ -344,7 +328,7 @@ def test_save_tag_export_coco_and_reingest_it(page, shot, api, coco, coco128, tm
     dl.value.save_as(path)
     exported = json.loads(path.read_text())
     assert len(exported["images"]) == keep and exported["categories"]
-    boxes = _sql(coco, "SELECT count(*) FROM annotations WHERE image_id = ANY(%s)",
+    boxes = sql(coco, "SELECT count(*) FROM annotations WHERE image_id = ANY(%s)",
                  ([im["id"] for im in exported["images"]],))[0][0]
     assert len(exported["annotations"]) == boxes
     with page.expect_download() as dl:
@@ -364,12 +348,12 @@ def test_update_a_dataset_from_the_page_then_disable_it_and_it_leaves_the_result
     page.wait_for_selector(row)
     assert "being prepared" in page.text_content(f"{row} .dataset-state")
     # keep the test fast: embed the images only (the boxes' queue rows go, as in conftest)
-    _sql(coco, "DELETE FROM embedding_queue q USING datasets d WHERE d.id = q.dataset_id"
+    sql(coco, "DELETE FROM embedding_queue q USING datasets d WHERE d.id = q.dataset_id"
                " AND d.name = 'coco-export' AND q.item_kind = 'object'")
     page.click(f"{row} >> text=Update")
     page.wait_for_function("s => document.querySelector(s + ' .dataset-state').textContent.includes('embedded')",
                            arg=row, timeout=240_000)
-    exported = {r[0] for r in _sql(coco, "SELECT i.id FROM images i JOIN datasets d ON d.id = i.dataset_id"
+    exported = {r[0] for r in sql(coco, "SELECT i.id FROM images i JOIN datasets d ON d.id = i.dataset_id"
                                          " WHERE d.name = 'coco-export'")}
     probe = min(exported)
     before = _shown(page)
@@ -379,7 +363,7 @@ def test_update_a_dataset_from_the_page_then_disable_it_and_it_leaves_the_result
     page.click(f"{row} >> text=Disable")
     page.wait_for_function("s => document.querySelector(s).classList.contains('off')", arg=row)
     # the probe is in the disabled dataset: search by an image of coco128 with the same bytes
-    twin = _sql(coco, "SELECT o.id FROM images o JOIN images e ON e.sha256 = o.sha256"
+    twin = sql(coco, "SELECT o.id FROM images o JOIN images e ON e.sha256 = o.sha256"
                       " JOIN datasets d ON d.id = o.dataset_id WHERE e.id = %s AND d.name = 'coco128'", (probe,))[0][0]
     before = _shown(page)
     page.evaluate(f"location.hash = '#image_ids={twin}&mode=images'")

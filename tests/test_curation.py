@@ -24,7 +24,7 @@ from visearch.curation import rerank
 from visearch.errors import InvalidRequestError
 from visearch.search import SearchRequest, search
 
-from conftest import ingest_coco128_embedded
+from conftest import ingest_coco128_embedded, sql
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -86,13 +86,8 @@ def curated(database, coco128, cifar10, tmp_path_factory):
     return database
 
 
-def _sql(db, query, params=()):
-    with db.connect() as conn:
-        return conn.execute(query, params).fetchall()
-
-
 def _cifar_class(db) -> dict[int, str]:
-    return dict(_sql(db, "SELECT l.image_id, k.name FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
+    return dict(sql(db, "SELECT l.image_id, k.name FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
                          " JOIN images i ON i.id = l.image_id JOIN datasets d ON d.id = i.dataset_id"
                          " WHERE d.name = 'cifar'"))
 
@@ -199,7 +194,7 @@ def test_mmr_zero_is_the_plain_ranking_and_positive_diversity_spreads_the_page(c
     assert [(h.image_id, h.score) for h in same.hits] == [(h.image_id, h.score) for h in plain.hits]
     diverse = refined_search(curated, req, Refinement(diversity=0.7), cur_settings)
     assert len(diverse.hits) == 10 and "MMR" in diverse.note
-    copies_of_1 = {r[0] for r in _sql(curated, "SELECT id FROM images WHERE file_name LIKE '1\\_%%'")}
+    copies_of_1 = {r[0] for r in sql(curated, "SELECT id FROM images WHERE file_name LIKE '1\\_%%'")}
     assert len(copies_of_1 & {h.image_id for h in plain.hits}) > len(copies_of_1 & {h.image_id for h in diverse.hits})
 
 
@@ -224,7 +219,7 @@ def test_expansion_and_feedback_move_the_query(curated, cur_settings):
 # ---------------------------------------------------------------- near-duplicates
 
 def test_duplicate_groups_hold_the_injected_copies_with_the_original_as_keeper(curated, cur_settings):
-    names = {r[0]: r[1] for r in _sql(curated, "SELECT id, file_name FROM images")}
+    names = {r[0]: r[1] for r in sql(curated, "SELECT id, file_name FROM images")}
 
     def grouped(report) -> dict[str, int]:
         """transformation -> copies found in their original's group"""
@@ -251,13 +246,13 @@ def test_duplicate_groups_hold_the_injected_copies_with_the_original_as_keeper(c
 
 
 def test_duplicate_edges_are_kept_incrementally(curated, cur_settings):
-    pending, edges = _sql(curated, "SELECT (SELECT count(*) FROM neighbour_pending),"
+    pending, edges = sql(curated, "SELECT (SELECT count(*) FROM neighbour_pending),"
                                    " (SELECT count(*) FROM neighbour_edges)")[0]
     assert pending == 0 and edges > 0  # the worker's run looked every written vector up
     with curated.connect() as conn:  # re-writing a vector queues only that item again
         conn.execute("UPDATE image_embeddings SET embedding = embedding WHERE image_id = 2")
         conn.commit()
-    assert _sql(curated, "SELECT item_kind, item_id FROM neighbour_pending") == [("image", 2)]
+    assert sql(curated, "SELECT item_kind, item_id FROM neighbour_pending") == [("image", 2)]
     report = find_duplicates(curated, "coco128", settings=cur_settings)
     assert report.refreshed == 1
     with pytest.raises(InvalidRequestError, match="threshold"):
@@ -282,14 +277,14 @@ def test_neighbours_stay_inside_the_dataset_when_datasets_share_content(curated,
         ingest_folder(curated, name, tmp_path / name, labels_from_folders=True, progress=False)
     try:
         assert embed_pending(curated, load_model("efficientnet-lite0"), progress=False).failures == []
-        ids = {(d, f): i for i, d, f in _sql(curated, "SELECT i.id, d.name, i.file_name FROM images i JOIN datasets d"
+        ids = {(d, f): i for i, d, f in sql(curated, "SELECT i.id, d.name, i.file_name FROM images i JOIN datasets d"
                                                       " ON d.id = i.dataset_id WHERE d.name IN ('twin_a', 'twin_b')")}
         a, a_flip = ids["twin_a", "alpha/p.jpg"], ids["twin_a", "alpha/p_flip.png"]
         b, b_flip = ids["twin_b", "beta/p.jpg"], ids["twin_b", "beta/p_flip.png"]
         in_a, across = (min(a, a_flip), max(a, a_flip)), (min(a, b), max(a, b))
-        twin_a, model_id = _sql(curated, "SELECT (SELECT id FROM datasets WHERE name = 'twin_a'),"
+        twin_a, model_id = sql(curated, "SELECT (SELECT id FROM datasets WHERE name = 'twin_a'),"
                                          " (SELECT id FROM embedding_models WHERE name = 'efficientnet-lite0')")[0]
-        sims = dict(((x, y), s) for x, y, s in _sql(
+        sims = dict(((x, y), s) for x, y, s in sql(
             curated, "SELECT item_id, neighbour_id, similarity FROM near_duplicate_pairs("
                      "'efficientnet-lite0', 'image', %s, 1, 0.8)", (twin_a,)))
         assert across in sims and sims[across] > 0.999 and in_a in sims, sims
@@ -302,7 +297,7 @@ def test_neighbours_stay_inside_the_dataset_when_datasets_share_content(curated,
             conn.execute("INSERT INTO neighbour_pending SELECT %s, 'image', unnest(%s::bigint[])", (model_id, items))
             assert conn.execute("SELECT refresh_neighbour_edges(%s, 'image', 1, 0.8)", (model_id,)).fetchone() == (4,)
             conn.commit()
-        edges = {(x, y) for x, y in _sql(curated, "SELECT item_a, item_b FROM neighbour_edges WHERE item_a = ANY (%s)"
+        edges = {(x, y) for x, y in sql(curated, "SELECT item_a, item_b FROM neighbour_edges WHERE item_a = ANY (%s)"
                                                   " OR item_b = ANY (%s)", (items, items))}
         assert in_a in edges and across in edges, edges  # the in-dataset pair and the copies across
         groups = find_duplicates(curated, "twin_a", threshold=0.8, settings=cur_settings).groups
@@ -317,11 +312,11 @@ def test_neighbours_stay_inside_the_dataset_when_datasets_share_content(curated,
 
 def test_flipped_box_labels_top_the_suspects_list(curated, cur_settings):
     rng = np.random.default_rng(3)
-    rows = _sql(curated, "SELECT a.id, a.concept_id FROM annotations a JOIN object_embeddings e"
+    rows = sql(curated, "SELECT a.id, a.concept_id FROM annotations a JOIN object_embeddings e"
                          " ON e.annotation_id = a.id ORDER BY a.id")
     flipped = rng.choice(len(rows), max(1, round(0.05 * len(rows))), replace=False)
-    person = _sql(curated, "SELECT id FROM concepts WHERE name = 'person'")[0][0]
-    car = _sql(curated, "SELECT id FROM concepts WHERE name = 'car'")[0][0]
+    person = sql(curated, "SELECT id FROM concepts WHERE name = 'person'")[0][0]
+    car = sql(curated, "SELECT id FROM concepts WHERE name = 'car'")[0][0]
     with curated.connect() as conn:
         for j in flipped:  # a person becomes a car, anything else a person
             ann, concept = rows[j]
@@ -400,14 +395,14 @@ def test_http_sample_is_kept_as_the_temporary_collection(client):
 
 
 def test_http_duplicates_suspects_and_feedback(client, curated):
-    copies_id = _sql(curated, "SELECT id FROM datasets WHERE name = 'copies'")[0][0]
+    copies_id = sql(curated, "SELECT id FROM datasets WHERE name = 'copies'")[0][0]
     r = client.get(f"/v1/datasets/{copies_id}/duplicates")
     assert r.status_code == 200, r.text
     groups = r.json()["groups"]
     assert len(groups) >= COPIED and all(sum(m["keeper"] for m in g["members"]) == 1 for g in groups)
     assert client.get(f"/v1/datasets/{copies_id}/duplicates?threshold=0.5").status_code == 400
     assert client.get("/v1/datasets/999999/duplicates").status_code == 404
-    coco_id = _sql(curated, "SELECT id FROM datasets WHERE name = 'coco128'")[0][0]
+    coco_id = sql(curated, "SELECT id FROM datasets WHERE name = 'coco128'")[0][0]
     r = client.get(f"/v1/datasets/{coco_id}/suspects?k=5&min_share=0.6&limit=5")
     assert r.status_code == 200 and len(r.json()) <= 5, r.text
     r = client.post("/v1/search", json={"image_ids": [1], "datasets": ["coco128", "copies"], "limit": 5,
@@ -452,7 +447,7 @@ def test_cli_sample_is_the_temporary_collection_to_save_and_tag(curated, cur_set
     assert client.post(f"/v1/collections/{out['collection_id']}/save", json={"name": "cli sample"}).status_code in (200, 201)
     tagged = client.post(f"/v1/collections/{out['collection_id']}/tags", json={"concepts": ["cli_sampled"]})
     assert tagged.status_code in (200, 201), tagged.text
-    labelled = _sql(curated, "SELECT l.image_id FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
+    labelled = sql(curated, "SELECT l.image_id FROM image_labels l JOIN concepts k ON k.id = l.concept_id"
                              " WHERE k.name = 'cli_sampled' ORDER BY 1")
     assert [i for (i,) in labelled] == sorted(h["image_id"] for h in out["hits"])
     # (the cifar images keep one label each for the other tests)

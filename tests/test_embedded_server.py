@@ -10,11 +10,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from conftest import postmaster_pid, wait_server_stopped
 
 HOLDER = textwrap.dedent(
     """
@@ -36,12 +37,10 @@ def data_dir():
     path = Path(tempfile.mkdtemp(prefix="visearch-embedded-"))
     path.chmod(0o755)
     yield path
-    info = path / "pgdata" / "postmaster.pid"
-    if info.exists():  # never leave a server behind, whatever the test did
-        pid = int(info.read_text().split()[0])
-        if psutil.pid_exists(pid):
-            os.kill(pid, signal.SIGTERM)
-            psutil.Process(pid).wait(20)
+    pid = postmaster_pid(path)
+    if pid is not None:  # never leave a server behind, whatever the test did
+        os.kill(pid, signal.SIGTERM)
+        psutil.Process(pid).wait(20)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -56,33 +55,16 @@ def _holder(data_dir: Path, seconds: float) -> subprocess.Popen:
     raise AssertionError(f"holder did not start: {proc.stderr.read()}")
 
 
-def _server_pid(data_dir: Path) -> int | None:
-    info = data_dir / "pgdata" / "postmaster.pid"
-    if not info.exists():
-        return None
-    pid = int(info.read_text().split()[0])
-    return pid if psutil.pid_exists(pid) else None
-
-
-def _wait_stopped(data_dir: Path, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _server_pid(data_dir) is None:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_processes_share_one_server_and_the_last_one_stops_it(data_dir):
     first = _holder(data_dir, seconds=30)
-    server = _server_pid(data_dir)
+    server = postmaster_pid(data_dir)
     assert server is not None
     second = _holder(data_dir, seconds=0)
     assert second.wait(60) == 0
-    assert _server_pid(data_dir) == server  # still serving the first process
+    assert postmaster_pid(data_dir) == server  # still serving the first process
     first.send_signal(signal.SIGINT)  # a normal exit path (KeyboardInterrupt runs atexit)
     first.wait(60)
-    assert _wait_stopped(data_dir)
+    assert wait_server_stopped(data_dir, 20)
 
 
 def test_a_killed_holder_does_not_leave_the_server_unusable_or_running_forever(data_dir):
@@ -90,11 +72,11 @@ def test_a_killed_holder_does_not_leave_the_server_unusable_or_running_forever(d
     victim.kill()  # SIGKILL: no atexit, its pid stays in .handle_pids.json
     victim.wait(10)
     pids = json.loads((data_dir / "pgdata" / ".handle_pids.json").read_text())
-    assert victim.pid in pids and _server_pid(data_dir) is not None
+    assert victim.pid in pids and postmaster_pid(data_dir) is not None
     # the next process reaches the still-running server, and as the last live holder stops it
     after = _holder(data_dir, seconds=0)
     assert after.wait(60) == 0
-    assert _wait_stopped(data_dir)
+    assert wait_server_stopped(data_dir, 20)
     # and it starts again cleanly afterwards
     again = _holder(data_dir, seconds=0)
     assert again.wait(60) == 0

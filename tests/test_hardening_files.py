@@ -22,18 +22,12 @@ from visearch.http.app import create_app
 from visearch.ingest import ingest_folder, path_from_source_uri
 from visearch.status import collect_status
 
+from conftest import sql
 from test_freshness import effnet  # noqa: F401 (fixture)
 
 
 def _photos(coco128: Path, n: int) -> list[Path]:
     return sorted((coco128 / "train2017").glob("*.jpg"))[:n]
-
-
-def _sql(db, query, params=()):
-    with db.connect() as conn:
-        rows = conn.execute(query, params).fetchall()
-        conn.commit()
-        return rows
 
 
 def test_odd_names_links_and_non_images(db, coco128, tmp_path):
@@ -58,11 +52,11 @@ def test_odd_names_links_and_non_images(db, coco128, tmp_path):
     assert reasons["loop.jpg"].startswith("symlink loop")
     assert reasons["dangling.jpg"].startswith("broken symlink") and "gone.jpg" in reasons["dangling.jpg"]
     assert "2 files that are not images" in report.summary()
-    rows = dict(_sql(db, "SELECT file_name, source_uri FROM images"))
+    rows = dict(sql(db, "SELECT file_name, source_uri FROM images"))
     assert set(rows) == {"caf\\xe9-\\xff.jpg", "photo-without-extension", "good-link.jpg"}
     uri = rows["caf\\xe9-\\xff.jpg"]
     assert "caf%E9-%FF.jpg" in uri and path_from_source_uri(uri) == folder / odd  # lossless
-    assert {r[0] for r in _sql(db, "SELECT reason FROM ingest_rejects")} == set(reasons.values())
+    assert {r[0] for r in sql(db, "SELECT reason FROM ingest_rejects")} == set(reasons.values())
 
 
 @pytest.fixture
@@ -81,15 +75,15 @@ def test_reference_only_images_are_served_only_inside_the_media_roots(db, refere
     outside = tmp_path / "secret.txt"
     outside.write_text("root:x:0:0\n")
     (referenced / "sneaky.jpg").symlink_to(outside)  # inside the root by name only
-    ds = _sql(db, "SELECT id FROM datasets WHERE name = 'ref'")[0][0]
+    ds = sql(db, "SELECT id FROM datasets WHERE name = 'ref'")[0][0]
     ids = {}
     for name, uri in [("etc", "file:///etc/passwd"), ("outside", outside.as_uri()),
                       ("sneaky", (referenced / "sneaky.jpg").as_uri()),
                       ("dotdot", (referenced / ".." / "secret.txt").as_uri()), ("http", "http://example.com/x.jpg")]:
-        ids[name] = _sql(db, "INSERT INTO images (dataset_id, sha256, width, height, format, source_uri)"
+        ids[name] = sql(db, "INSERT INTO images (dataset_id, sha256, width, height, format, source_uri)"
                              " VALUES (%s, sha256(%s::bytea), 10, 10, 'JPEG', %s) RETURNING id",
                          (ds, name.encode(), uri))[0][0]
-    assert [r[0] for r in _sql(db, "SELECT path FROM media_roots")] == [str(referenced.resolve())]
+    assert [r[0] for r in sql(db, "SELECT path FROM media_roots")] == [str(referenced.resolve())]
     data, fmt = catalog.image_original(db, 1)
     assert fmt == "JPEG" and data == sorted(referenced.glob("0*.jpg"))[0].read_bytes()
     for name, image_id in ids.items():
@@ -118,23 +112,23 @@ def test_the_embedder_reads_no_file_outside_the_media_roots(db, referenced, tmp_
     shutil.copyfile(sorted(referenced.glob("*.jpg"))[0], outside)
     (referenced / "link.jpg").symlink_to(outside)  # inside the root by name only
     os.utime(outside, (0, outside.stat().st_mtime))  # atime < mtime: relatime records the next read
-    ds = _sql(db, "SELECT id FROM datasets WHERE name = 'ref'")[0][0]
+    ds = sql(db, "SELECT id FROM datasets WHERE name = 'ref'")[0][0]
     refused = {}
     for name, uri in [("outside", outside.as_uri()), ("link", (referenced / "link.jpg").as_uri())]:
-        refused[name] = _sql(db, "INSERT INTO images (dataset_id, sha256, width, height, format, source_uri)"
+        refused[name] = sql(db, "INSERT INTO images (dataset_id, sha256, width, height, format, source_uri)"
                                  " VALUES (%s, sha256(%s::bytea), 640, 480, 'JPEG', %s) RETURNING id",
                              (ds, name.encode(), uri))[0][0]
-    box = _sql(db, "INSERT INTO annotations (image_id, bbox_x, bbox_y, bbox_w, bbox_h)"
+    box = sql(db, "INSERT INTO annotations (image_id, bbox_x, bbox_y, bbox_w, bbox_h)"
                    " VALUES (%s, 10, 10, 100, 100) RETURNING id", (refused["outside"],))[0][0]
-    inside = [r[0] for r in _sql(db, "SELECT id FROM images WHERE id <> ALL (%s)", (list(refused.values()),))]
+    inside = [r[0] for r in sql(db, "SELECT id FROM images WHERE id <> ALL (%s)", (list(refused.values()),))]
     assert len(inside) == 2
 
     report = embed_pending(db, effnet, progress=False, num_workers=0, batch_size=2)
 
     assert os.stat(outside).st_atime == 0  # never opened, by the main process or a decoder
-    assert {r[0] for r in _sql(db, "SELECT image_id FROM image_embeddings")} == set(inside)
-    assert _sql(db, "SELECT count(*) FROM object_embeddings")[0][0] == 0
-    failed = {(k, i): (f, e) for k, i, f, e in _sql(
+    assert {r[0] for r in sql(db, "SELECT image_id FROM image_embeddings")} == set(inside)
+    assert sql(db, "SELECT count(*) FROM object_embeddings")[0][0] == 0
+    failed = {(k, i): (f, e) for k, i, f, e in sql(
         db, "SELECT item_kind, item_id, failed, last_error FROM embedding_queue")}
     assert set(failed) == {("image", refused["outside"]), ("image", refused["link"]), ("object", box)}
     for given_up, reason in failed.values():  # at once: retrying cannot help until the roots change
@@ -149,14 +143,14 @@ def test_thumbnails_have_an_etag_answer_304_and_are_cached(db, referenced, setti
     with TestClient(create_app(settings.model_copy(update={"api_keys": []}), db)) as c:
         first = c.get("/v1/images/2/thumbnail?size=64")
         assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
-        sha = _sql(db, "SELECT encode(sha256, 'hex') FROM images WHERE id = 2")[0][0]
+        sha = sql(db, "SELECT encode(sha256, 'hex') FROM images WHERE id = 2")[0][0]
         assert first.headers["etag"] == f'"{sha}-64"'
         again = c.get("/v1/images/2/thumbnail?size=64", headers={"If-None-Match": first.headers["etag"]})
         assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == first.headers["etag"]
         other = c.get("/v1/images/2/thumbnail?size=32", headers={"If-None-Match": first.headers["etag"]})
         assert other.status_code == 200 and max(Image.open(io.BytesIO(other.content)).size) == 32
         # cached: served without the file (which is the only copy of a reference-only image)
-        path = path_from_source_uri(_sql(db, "SELECT source_uri FROM images WHERE id = 2")[0][0])
+        path = path_from_source_uri(sql(db, "SELECT source_uri FROM images WHERE id = 2")[0][0])
         path.rename(path.with_suffix(".moved"))
         cached = c.get("/v1/images/2/thumbnail?size=64")
         assert cached.status_code == 200 and cached.content == first.content
@@ -193,8 +187,8 @@ def test_large_decodes_are_bounded(tmp_path):
         for t in threads:
             t.start()
         threads[1].join(30)
-        time.sleep(0.3)
-        assert "small" in done and "huge" not in done  # the small one never waits
+        threads[0].join(2)  # ~10x the time a 20 MP PNG takes to decode here (0.17 s), were it not waiting
+        assert "small" in done and "huge" not in done and threads[0].is_alive()  # the small one never waits
     finally:
         released = time.monotonic()
         for _ in range(catalog.LARGE_DECODE_SLOTS):

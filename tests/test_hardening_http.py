@@ -5,7 +5,6 @@ tests needs a vector)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -15,7 +14,7 @@ from visearch.config import Settings
 from visearch.http.app import create_app
 from visearch.http.auth import ApiKeyError, parse_api_keys, required_role
 
-from conftest import truncate_all
+from conftest import assert_error, truncate_all
 
 READ = "reader:read:r3ad-only-key-0123456789"
 WRITE = "writer:write:wr1te-key-0123456789ab"
@@ -51,15 +50,6 @@ def client(database, photos, settings):
 @pytest.fixture(scope="module")
 def jpeg(photos) -> bytes:
     return sorted(photos.iterdir())[0].read_bytes()
-
-
-def _error(r, status, error=None):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["status_code"] == status and body["detail"]
-    if error:
-        assert body["error"] == error, body
-    return body
 
 
 def _count(database, table):
@@ -123,7 +113,7 @@ def test_keys_with_equals_colons_spaces_and_non_ascii_authenticate_over_http(dat
         assert r.status_code == 200, r.text
         # what the old parser accepted: the part after the first '=' or a prefix of the secret
         for wrong in ("=", "c2VjcmV0LXNlY3JldC1rZXkK", "col:read:se:cr:et:with:colons", "se", " "):
-            _error(c.get("/v1/datasets", headers={"X-API-Key": wrong}), 401, "unauthorized")
+            assert_error(c.get("/v1/datasets", headers={"X-API-Key": wrong}), 401, "unauthorized")
 
 
 # ---- roles ------------------------------------------------------------------------------------
@@ -150,10 +140,10 @@ def test_a_read_key_cannot_change_anything(client, database):
     before = {t: _count(database, t) for t in ("datasets", "images", "image_labels", "collections")}
     for method, path, need in routes:
         r = client.request(method, path, headers=H["read"], json={})
-        body = _error(r, 403, "forbidden")
+        body = assert_error(r, 403, "forbidden")
         assert "read" in body["detail"] and need in body["detail"], (method, path, body)
         if need == "admin":  # a write key may not do admin work either
-            _error(client.request(method, path, headers=H["write"], json={}), 403, "forbidden")
+            assert_error(client.request(method, path, headers=H["write"], json={}), 403, "forbidden")
     assert before == {t: _count(database, t) for t in before}
     # reading and searching stay open to the read key; the admin key may disable
     assert client.get("/v1/datasets", headers=H["read"]).status_code == 200
@@ -180,7 +170,7 @@ def test_deep_json_and_huge_numbers_are_400_not_500(client):
                     headers={**w, "content-type": "application/json"}),
     ]
     for r in cases:
-        body = _error(r, 400, "bad_request")
+        body = assert_error(r, 400, "bad_request")
         assert "nested deeper" in body["detail"] or "range of a double" in body["detail"]
     # strings that merely look deep or huge are fine
     r = client.post("/v1/datasets", json={"name": "strings", "metadata": {"s": "[[[[" * 100, "n": "1e400"}},
@@ -194,8 +184,8 @@ def test_hostile_upload_parts_are_400_and_store_nothing(client, database, jpeg):
     before = _count(database, "images")
     deep = "{\"a\": " * 3000 + "1" + "}" * 3000
     for data in ({"metadata": deep}, {"metadata": '{"k": 1e400}'}):
-        _error(client.post(url, files={"file": ("a.jpg", jpeg, "image/jpeg")}, data=data, headers=w), 400)
-    _error(client.post("/v1/search", files={"image": ("a.jpg", jpeg, "image/jpeg")},
+        assert_error(client.post(url, files={"file": ("a.jpg", jpeg, "image/jpeg")}, data=data, headers=w), 400)
+    assert_error(client.post("/v1/search", files={"image": ("a.jpg", jpeg, "image/jpeg")},
                        data={"params": '{"limit": ' + "[" * 3000 + "]" * 3000 + "}"}, headers=w), 400)
     boundary = "XyZ"
 
@@ -226,7 +216,7 @@ def test_hostile_upload_parts_are_400_and_store_nothing(client, database, jpeg):
     r = client.post("/v1/search", content=multipart(b'Content-Disposition: form-data; name="params"\r\n\r\n' + bad_utf8,
                                                     b'Content-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n' + jpeg),
                     headers={**w, "content-type": f"multipart/form-data; boundary={boundary}"})
-    _error(r, 400, "bad_request")
+    assert_error(r, 400, "bad_request")
     assert _count(database, "images") == before
 
 
@@ -234,14 +224,14 @@ def test_labels_per_upload_and_concepts_per_query_are_capped(client, database, j
     w = H["write"]
     before = (_count(database, "concepts"), _count(database, "image_labels"))
     labels = ",".join(f"label{i}" for i in range(20_000))
-    body = _error(client.post("/v1/datasets/1/images", files={"file": ("a.jpg", jpeg, "image/jpeg")},
+    body = assert_error(client.post("/v1/datasets/1/images", files={"file": ("a.jpg", jpeg, "image/jpeg")},
                               data={"labels": labels}, headers=w), 422, "invalid_request")
     assert "at most 100 labels" in body["detail"]
     assert (_count(database, "concepts"), _count(database, "image_labels")) == before
     query = " ".join(f"#unknown{i}" for i in range(100))
-    body = _error(client.post("/v1/search", json={"query": query}, headers=w), 400, "bad_request")
+    body = assert_error(client.post("/v1/search", json={"query": query}, headers=w), 400, "bad_request")
     assert "at most 20 concepts" in body["detail"]
-    _error(client.post("/v1/search", json={"concepts": [f"c{i}" for i in range(21)]}, headers=w), 400)
+    assert_error(client.post("/v1/search", json={"concepts": [f"c{i}" for i in range(21)]}, headers=w), 400)
 
 
 # ---- the database goes away and comes back ----------------------------------------------------
@@ -279,7 +269,7 @@ def test_database_down_is_503_with_retry_after_and_no_stale_connection_after(tmp
             for _ in range(3):
                 t0 = time.monotonic()
                 r = c.get("/v1/datasets")
-                _error(r, 503)
+                assert_error(r, 503)
                 assert r.headers["retry-after"] == "5" and r.json()["error"] in ("database_unavailable", "busy")
             assert time.monotonic() - t0 < 1.5  # once known down, 503 at once (no pool wait)
             server = PostgresServer._instances[pgdata.resolve()]
@@ -317,4 +307,4 @@ def test_published_integer_bounds_are_exact_integers(client):
     assert "9223372036854775807" in bounds and not any("e" in b.lower() for b in bounds), bounds
     r = H["read"]
     assert client.get(f"/v1/images/{2**63 - 1}", headers=r).status_code == 404  # allowed, and unknown
-    _error(client.get(f"/v1/images/{2**63}", headers=r), 400, "bad_request")  # what the schema forbids
+    assert_error(client.get(f"/v1/images/{2**63}", headers=r), 400, "bad_request")  # what the schema forbids

@@ -13,7 +13,7 @@ import time
 
 import psutil
 
-from conftest import shared_data
+from conftest import postmaster_pid, shared_data, wait_server_stopped
 
 PARENT = textwrap.dedent(
     """
@@ -82,12 +82,10 @@ def data_dir():
     path = Path(tempfile.mkdtemp(prefix="visearch-proc-"))
     path.chmod(0o755)
     yield path
-    info = path / "pgdata" / "postmaster.pid"
-    if info.exists():  # never leave a server behind, whatever the test did
-        pid = int(info.read_text().split()[0])
-        if psutil.pid_exists(pid):
-            os.kill(pid, signal.SIGINT)
-            psutil.Process(pid).wait(30)
+    pid = postmaster_pid(path)
+    if pid is not None:  # never leave a server behind, whatever the test did
+        os.kill(pid, signal.SIGINT)
+        psutil.Process(pid).wait(30)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -101,23 +99,6 @@ def _env(data_dir: Path) -> dict:
     return env
 
 
-def _postmaster(data_dir: Path) -> int | None:
-    info = data_dir / "pgdata" / "postmaster.pid"
-    if not info.exists():
-        return None
-    pid = int(info.read_text().split()[0])
-    return pid if psutil.pid_exists(pid) else None
-
-
-def _stopped(data_dir: Path, timeout: float = 120) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _postmaster(data_dir) is None:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_serve_stopped_with_sigterm_releases_the_embedded_server(data_dir):
     serve = subprocess.Popen([VISEARCH, "serve", "--port", "0", "--no-access-log"], env=_env(data_dir),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -127,10 +108,10 @@ def test_serve_stopped_with_sigterm_releases_the_embedded_server(data_dir):
                 break
         else:
             raise AssertionError(f"serve did not start (exit {serve.wait()})")
-        assert _postmaster(data_dir) is not None
+        assert postmaster_pid(data_dir) is not None
         serve.send_signal(signal.SIGTERM)  # what kill, systemd and docker stop send
         assert serve.wait(180) != -signal.SIGTERM  # it exited by itself, atexit handlers included
-        assert _stopped(data_dir)  # the last holder stopped the server, as on Ctrl-C
+        assert wait_server_stopped(data_dir, 120)  # the last holder stopped the server, as on Ctrl-C
         holders = json.loads((data_dir / "pgdata" / ".handle_pids.json").read_text() or "[]")
         assert serve.pid not in holders
     finally:
@@ -150,7 +131,7 @@ def test_the_readme_analyst_line_works(data_dir):
     shell = subprocess.run([VISEARCH, "db", "shell", "-tAc", "SELECT 40 + 2"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert shell.returncode == 0 and shell.stdout.strip() == "42", shell.stderr
-    assert _postmaster(data_dir) is not None  # still up for the next query
+    assert postmaster_pid(data_dir) is not None  # still up for the next query
     stop = subprocess.run([VISEARCH, "db", "stop"], env=env, capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0, stop.stderr
-    assert _stopped(data_dir)
+    assert wait_server_stopped(data_dir, 120)

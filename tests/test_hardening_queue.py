@@ -13,6 +13,7 @@ from visearch.resources import read_sql
 from visearch.search import SearchRequest, search
 
 from test_freshness import add_dataset, add_image, coco_files, fake_model
+from test_worker import DROP_VECTOR_WRITE_GATE, count, install_vector_write_gate, wait_for
 from test_worker import workers, write_log  # noqa: F401 (fixtures)
 
 
@@ -125,7 +126,9 @@ def test_tagging_a_collection_while_its_images_are_deleted_tags_what_is_left(db)
     result = {}
     tagger = threading.Thread(target=lambda: result.update(r=collections.tag_images(db, "alice", cid, ["cat"])))
     tagger.start()
-    time.sleep(0.5)  # the tag statement now waits for the deleting transaction
+    with db.connect(autocommit=True) as conn:  # the tag statement now waits for the deleting transaction
+        wait_for(lambda: count(conn, "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                               deleter.info.backend_pid), 30, "the tag statement to wait for the delete")
     deleter.commit()
     deleter.close()
     tagger.join(30)
@@ -163,7 +166,6 @@ def test_an_interactive_write_waits_for_one_batch_of_a_backfill_not_the_whole_cl
     after that batch, ahead of the other 32 claimed items, and before the backlog is done.
     Mid-batch by construction: the worker's vector writes wait at a gate (an advisory lock this
     test holds) once the first batch is written, and the insert is committed there."""
-    from test_worker import count, wait_for
 
     batch, backlog = 4, 40
     folder = tmp_path / "bulk"
@@ -171,17 +173,7 @@ def test_an_interactive_write_waits_for_one_batch_of_a_backfill_not_the_whole_cl
     for n, path in enumerate(sorted((cifar10 / "cat").glob("*.jpg"))[:backlog]):
         (folder / f"{n:03d}.jpg").write_bytes(path.read_bytes())
     with db.connect() as conn:
-        conn.execute("""
-            CREATE FUNCTION test_gate_vector_write() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF (SELECT count(*) FROM test_vector_writes) >= 4 THEN
-                    PERFORM pg_advisory_xact_lock_shared(7778);
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER test_gate_image_vector BEFORE INSERT ON image_embeddings
-                FOR EACH ROW EXECUTE FUNCTION test_gate_vector_write();
-        """)
+        install_vector_write_gate(conn, after=batch, lock=7778)
         conn.commit()
     gate = db.connect(autocommit=True)
     gate.execute("SELECT pg_advisory_lock(7778)")
@@ -204,7 +196,7 @@ def test_an_interactive_write_waits_for_one_batch_of_a_backfill_not_the_whole_cl
     with db.connect(autocommit=True) as conn:
         wait_for(lambda: count(conn, "SELECT count(*) FROM embedding_queue") == 0, 120,
                  f"the backlog to drain\n{worker.output}")
-        conn.execute("DROP TRIGGER test_gate_image_vector ON image_embeddings; DROP FUNCTION test_gate_vector_write")
+        conn.execute(DROP_VECTOR_WRITE_GATE)
         order = [r[0] for r in conn.execute(
             "SELECT item_id FROM test_vector_writes WHERE item_kind = 'image' ORDER BY at")]
     assert written_before == batch and len(order) == backlog + 1 == len(set(order))

@@ -16,15 +16,9 @@ from litestar.testing import TestClient
 
 from visearch.http.app import create_app
 
+from conftest import sql
+
 FILES = ["000000000009.jpg", "000000000025.jpg", "000000000030.jpg"]
-
-
-def _sql(db, query, params=()):
-    with db.connect() as conn:
-        cur = conn.execute(query, params)
-        rows = cur.fetchall() if cur.description else cur.rowcount
-        conn.commit()
-        return rows
 
 
 @pytest.fixture
@@ -46,7 +40,7 @@ def two_datasets(db, coco128, tmp_path):
     model = load_model("efficientnet-lite0")
     with db.transaction() as conn:
         register_model(conn, model.name, model.dim, model.embeds_text)
-    small = _sql(db, "SELECT id FROM datasets WHERE name = 'small'")[0][0]
+    small = sql(db, "SELECT id FROM datasets WHERE name = 'small'")[0][0]
     embed_pending(db, model, dataset_ids=[small], progress=False)
     return db
 
@@ -58,7 +52,7 @@ def client(db, settings):
 
 
 def _dataset_id(db, name):
-    return _sql(db, "SELECT id FROM datasets WHERE name = %s", (name,))[0][0]
+    return sql(db, "SELECT id FROM datasets WHERE name = %s", (name,))[0][0]
 
 
 def test_rename_and_delete_a_dataset_with_its_vectors_and_queue_rows(two_datasets, client):
@@ -70,7 +64,7 @@ def test_rename_and_delete_a_dataset_with_its_vectors_and_queue_rows(two_dataset
     assert client.patch(f"/v1/datasets/{small}", json={"name": "  "}).status_code in (400, 422)
     assert client.patch("/v1/datasets/999999", json={"name": "x"}).status_code == 404
 
-    queued = _sql(db, "SELECT count(*) FROM embedding_queue WHERE dataset_id = %s", (coco,))[0][0]
+    queued = sql(db, "SELECT count(*) FROM embedding_queue WHERE dataset_id = %s", (coco,))[0][0]
     assert queued == 128 + 939
     r = client.delete(f"/v1/datasets/{coco}")
     assert r.status_code == 200, r.text
@@ -78,7 +72,7 @@ def test_rename_and_delete_a_dataset_with_its_vectors_and_queue_rows(two_dataset
                         "queue_rows": queued, "collection_items": 0}
     r = client.delete(f"/v1/datasets/{small}")
     assert r.json()["vectors"] == 3 and r.json()["queue_rows"] == 0
-    assert _sql(db, "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM image_embeddings),"
+    assert sql(db, "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM image_embeddings),"
                     " (SELECT count(*) FROM embedding_queue), (SELECT count(*) FROM image_content)")[0] == (0, 0, 0, 0)
     assert client.delete(f"/v1/datasets/{coco}").status_code == 404
 
@@ -108,12 +102,12 @@ def test_find_images_by_file_name_or_coco_id_delete_them_and_the_cli_prints_a_li
     r = client.post("/v1/images/delete", json={"image_ids": [image_id, 999999]})
     assert r.status_code == 200 and r.json() == {"deleted": [image_id]}
     assert client.get(f"/v1/images/{image_id}").status_code == 404
-    assert _sql(db, "SELECT count(*) FROM annotations WHERE image_id = %s", (image_id,))[0][0] == 0
+    assert sql(db, "SELECT count(*) FROM annotations WHERE image_id = %s", (image_id,))[0][0] == 0
     assert client.post("/v1/images/delete", json={"image_ids": []}).status_code == 400
     out = runner.invoke(cli, ["--database-url", db.url, "dataset", "rename", "nope", "x"])
     assert out.exit_code == 1 and "unknown dataset 'nope'; known: coco128" in out.output
     out = runner.invoke(cli, ["--database-url", db.url, "dataset", "rename", "coco128", "coco-small"])
-    assert out.exit_code == 0 and _sql(db, "SELECT name FROM datasets") == [("coco-small",)]
+    assert out.exit_code == 0 and sql(db, "SELECT name FROM datasets") == [("coco-small",)]
     out = runner.invoke(cli, ["--database-url", db.url, "dataset", "delete", "coco-small", "--yes"])
     assert out.exit_code == 0 and "127 images" in out.output
 
@@ -125,10 +119,12 @@ def test_find_and_concept_prefix_use_their_indexes(db, coco128):
 
     with db.connect() as conn:
         conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN " + read_sql("housekeeping/find_images.sql"),
-            {"term": "x.jpg", "pattern": "x.jpg%", "prefix": True, "dataset_id": None, "limit": 5}))
-        assert "images_file_name_pattern" in plan and "images_external_id_pattern" in plan
+        for prefix in (True, False):  # both branches of each CASE: LIKE 'x%' and equality
+            plan = "\n".join(r[0] for r in conn.execute(
+                "EXPLAIN " + read_sql("housekeeping/find_images.sql"),
+                {"term": "x.jpg", "pattern": "x.jpg%", "prefix": prefix, "dataset_id": None, "limit": 5}))
+            assert "images_file_name_pattern" in plan and "images_external_id_pattern" in plan, plan
+            assert "Seq Scan on images" not in plan, plan
         plan = "\n".join(r[0] for r in conn.execute(
             "EXPLAIN " + read_sql("housekeeping/concepts_by_prefix.sql"), {"pattern": "per%", "limit": 5}))
         assert "concepts_tag_pattern" in plan
@@ -156,14 +152,14 @@ def test_export_a_collection_as_coco_and_csv_and_remove_items(two_datasets, clie
     db = two_datasets
     coco = _dataset_id(db, "coco128")
     # embed the boxes of one image of coco128 only
-    image_id = _sql(db, "SELECT id FROM images WHERE file_name = '000000000009.jpg' AND dataset_id = %s", (coco,))[0][0]
-    _sql(db, "DELETE FROM embedding_queue WHERE dataset_id = %s AND NOT (item_kind = 'object' AND item_id IN"
+    image_id = sql(db, "SELECT id FROM images WHERE file_name = '000000000009.jpg' AND dataset_id = %s", (coco,))[0][0]
+    sql(db, "DELETE FROM embedding_queue WHERE dataset_id = %s AND NOT (item_kind = 'object' AND item_id IN"
              " (SELECT id FROM annotations WHERE image_id = %s))", (coco, image_id))
     embed_pending(db, load_model("efficientnet-lite0"), progress=False)
-    ann = _sql(db, "SELECT id FROM annotations WHERE image_id = %s ORDER BY id LIMIT 1", (image_id,))[0][0]
+    ann = sql(db, "SELECT id FROM annotations WHERE image_id = %s ORDER BY id LIMIT 1", (image_id,))[0][0]
     res = client.post("/v1/search", json={"annotation_id": ann, "datasets": ["coco128"], "limit": 50}).json()
     cid, boxes = res["collection_id"], len(res["items"])
-    assert boxes == _sql(db, "SELECT count(*) FROM annotations WHERE image_id = %s", (image_id,))[0][0]
+    assert boxes == sql(db, "SELECT count(*) FROM annotations WHERE image_id = %s", (image_id,))[0][0]
 
     r = client.get(f"/v1/collections/{cid}/export", params={"format": "csv"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -208,7 +204,7 @@ def test_captions_of_an_image(db, coco_mini, client):
 
     ingest_coco(db, "mini", coco_mini / "train2017", captions_json=coco_mini / "annotations" / "captions_train2017.json",
                 progress=False)
-    image_id, n = _sql(db, "SELECT image_id, count(*) FROM captions GROUP BY image_id ORDER BY image_id LIMIT 1")[0]
+    image_id, n = sql(db, "SELECT image_id, count(*) FROM captions GROUP BY image_id ORDER BY image_id LIMIT 1")[0]
     captions = client.get(f"/v1/images/{image_id}/captions").json()
     assert len(captions) == n >= 1 and all(c["text"].strip() and c["source"] == "coco" for c in captions)
     assert client.get("/v1/images/999999/captions").status_code == 404

@@ -20,7 +20,7 @@ from PIL import Image
 
 from visearch.http.app import create_app
 
-from conftest import ingest_coco128_embedded
+from conftest import assert_error, ingest_coco128_embedded, sql
 
 OBJECT_IMAGES = 12  # boxes of images 1..12 are embedded
 
@@ -44,13 +44,8 @@ def client(coco, api_settings):
         yield c
 
 
-def _sql(db, query, params=()):
-    with db.connect() as conn:
-        return conn.execute(query, params).fetchall()
-
-
 def _image_bytes(db, image_id) -> bytes:
-    return bytes(_sql(db, "SELECT content FROM image_content WHERE image_id = %s", (image_id,))[0][0])
+    return bytes(sql(db, "SELECT content FROM image_content WHERE image_id = %s", (image_id,))[0][0])
 
 
 def _search(client, expect=200, **body):
@@ -60,7 +55,7 @@ def _search(client, expect=200, **body):
 
 
 def _vector(db, image_id) -> np.ndarray:
-    return _sql(db, "SELECT embedding FROM image_embeddings WHERE image_id = %s", (image_id,))[0][0].to_numpy()
+    return sql(db, "SELECT embedding FROM image_embeddings WHERE image_id = %s", (image_id,))[0][0].to_numpy()
 
 
 def _assert_histogram(res, query_ids=()):
@@ -106,14 +101,14 @@ def test_several_image_ids_search_by_the_renormalised_mean_of_their_unit_vectors
 
 
 def test_search_by_annotation_returns_objects_with_boxes_and_crop_links(client, coco):
-    ann_id, image_id = _sql(coco, "SELECT id, image_id FROM annotations WHERE image_id = 2 ORDER BY id LIMIT 1")[0]
+    ann_id, image_id = sql(coco, "SELECT id, image_id FROM annotations WHERE image_id = 2 ORDER BY id LIMIT 1")[0]
     res = _search(client, annotation_id=ann_id, limit=5)
     assert res["mode"] == "objects" and res["query_source"] == "annotation"
     first = res["items"][0]
     assert first["annotation_id"] == ann_id and first["image_id"] == image_id and first["score"] > 0.999
     assert len(first["bbox_xywh"]) == 4 and first["concept"]
     assert first["crop_url"] == f"/v1/annotations/{ann_id}/crop"
-    embedded_boxes = _sql(coco, "SELECT count(*) FROM object_embeddings")[0][0]
+    embedded_boxes = sql(coco, "SELECT count(*) FROM object_embeddings")[0][0]
     assert res["candidates"] == embedded_boxes
     # Coverage of an active model is read from the queue: the boxes whose queue rows this
     # module deleted are neither ready nor queued, so the search reports no gap for them.
@@ -130,7 +125,7 @@ def test_search_by_uploaded_image_and_by_a_crop_of_it(client, coco):
     assert res["query_source"] == "image"
     assert res["items"][0]["image_id"] == 5 and res["items"][0]["score"] > 0.99
     # the crop of a stored box, framed by the same rule, finds that box
-    ann_id, x, y, w, h = _sql(coco, "SELECT id, bbox_x, bbox_y, bbox_w, bbox_h FROM annotations"
+    ann_id, x, y, w, h = sql(coco, "SELECT id, bbox_x, bbox_y, bbox_w, bbox_h FROM annotations"
                                     " WHERE image_id = 5 ORDER BY bbox_w * bbox_h DESC LIMIT 1")[0]
     r = client.post("/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
                     data={"params": json.dumps({"mode": "objects", "limit": 3, "crop_xywh": [x, y, w, h]})})
@@ -143,7 +138,7 @@ def test_search_by_uploaded_image_and_by_a_crop_of_it(client, coco):
 
 
 def test_concept_only_search_ranks_the_concepts_images(client, coco):
-    expected = {r[0] for r in _sql(coco, "SELECT DISTINCT a.image_id FROM annotations a"
+    expected = {r[0] for r in sql(coco, "SELECT DISTINCT a.image_id FROM annotations a"
                                          " JOIN concepts k ON k.id = a.concept_id WHERE k.tag = 'dog'")}
     res = _search(client, query="#dog", limit=50)
     assert res["query_source"] == "concepts" and res["exact"] is True
@@ -155,7 +150,7 @@ def test_concept_only_search_ranks_the_concepts_images(client, coco):
 # ---- filters and score range -------------------------------------------------------------------
 
 def test_filters_concepts_required_and_excluded_metadata_and_created_range(client, coco):
-    person = {r[0] for r in _sql(coco, "SELECT DISTINCT image_id FROM annotations a JOIN concepts k"
+    person = {r[0] for r in sql(coco, "SELECT DISTINCT image_id FROM annotations a JOIN concepts k"
                                        " ON k.id = a.concept_id WHERE k.tag = 'person'")}
     res = _search(client, image_ids=[1], concepts=["person"], limit=200, depth=200)
     assert {i["image_id"] for i in res["items"]} == person and res["candidates"] == len(person)
@@ -163,7 +158,7 @@ def test_filters_concepts_required_and_excluded_metadata_and_created_range(clien
     assert {i["image_id"] for i in res["items"]} == set(range(1, 129)) - person
     _assert_histogram(res, query_ids={1})
 
-    license_3 = {r[0] for r in _sql(coco, "SELECT id FROM images WHERE metadata @> '{\"license\": 3}'")}
+    license_3 = {r[0] for r in sql(coco, "SELECT id FROM images WHERE metadata @> '{\"license\": 3}'")}
     assert 0 < len(license_3) < 128
     res = _search(client, image_ids=[1], metadata={"license": 3}, limit=200, depth=200)
     assert {i["image_id"] for i in res["items"]} == license_3
@@ -323,13 +318,13 @@ def test_collection_tags_and_copy_into_another_dataset(client, coco):
     assert r.status_code == 200, r.text
     copy = r.json()
     assert copy["images_copied"] == len(giraffes) and copy["images_existing"] == 0
-    assert copy["annotations_copied"] == _sql(coco, "SELECT count(*) FROM annotations WHERE image_id = ANY(%s)",
+    assert copy["annotations_copied"] == sql(coco, "SELECT count(*) FROM annotations WHERE image_id = ANY(%s)",
                                               (list(giraffes),))[0][0]
-    rows = _sql(coco, "SELECT i.sha256, length(c.content), (SELECT count(*) FROM embedding_queue q"
+    rows = sql(coco, "SELECT i.sha256, length(c.content), (SELECT count(*) FROM embedding_queue q"
                       " WHERE q.item_kind = 'image' AND q.item_id = i.id)"
                       " FROM images i JOIN image_content c ON c.image_id = i.id WHERE i.dataset_id = %s",
                 (copy["dataset_id"],))
-    originals = _sql(coco, "SELECT i.sha256, length(c.content) FROM images i JOIN image_content c"
+    originals = sql(coco, "SELECT i.sha256, length(c.content) FROM images i JOIN image_content c"
                            " ON c.image_id = i.id WHERE i.id = ANY(%s)", (list(giraffes),))
     assert sorted((bytes(s), n) for s, n, _ in rows) == sorted((bytes(s), n) for s, n in originals)
     assert all(q == 1 for _, _, q in rows)  # the triggers queued each new image for embedding
@@ -365,7 +360,7 @@ def test_upload_original_thumbnail_and_crop(client, coco):
     assert client.get("/v1/images/12/thumbnail?size=100000").status_code == 400
     assert client.get("/v1/images/12/thumbnail?size=2").status_code == 400
 
-    ann_id, w, h = _sql(coco, "SELECT id, bbox_w, bbox_h FROM annotations WHERE image_id = 12 ORDER BY id LIMIT 1")[0]
+    ann_id, w, h = sql(coco, "SELECT id, bbox_w, bbox_h FROM annotations WHERE image_id = 12 ORDER BY id LIMIT 1")[0]
     r = client.get(f"/v1/annotations/{ann_id}/crop")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     crop = Image.open(io.BytesIO(r.content))
@@ -376,39 +371,30 @@ def test_upload_original_thumbnail_and_crop(client, coco):
 
 # ---- errors ----------------------------------------------------------------------------------
 
-def _error(r, status, error=None):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["status_code"] == status and body["detail"]
-    if error:
-        assert body["error"] == error, body
-    return body
-
-
 def test_request_too_large_is_413(coco, api_settings):
     small = api_settings.model_copy(update={"http_max_body_bytes": 64 * 1024})
     with TestClient(create_app(small, coco)) as c:
         ds = c.get("/v1/datasets").json()[0]["id"]
         big = _image_bytes(coco, 1)
         assert len(big) > 64 * 1024
-        body = _error(c.post(f"/v1/datasets/{ds}/images", files={"file": ("a.jpg", big, "image/jpeg")}),
+        body = assert_error(c.post(f"/v1/datasets/{ds}/images", files={"file": ("a.jpg", big, "image/jpeg")}),
                       413, "request_too_large")
         assert "VISEARCH_HTTP_MAX_BODY_BYTES" in body["detail"]
-        _error(c.post("/v1/search", files={"image": ("a.jpg", big, "image/jpeg")}), 413, "request_too_large")
+        assert_error(c.post("/v1/search", files={"image": ("a.jpg", big, "image/jpeg")}), 413, "request_too_large")
 
 
 def test_not_an_image_is_415_and_a_truncated_one_422(client, coco):
     ds = client.get("/v1/datasets").json()[0]["id"]
-    _error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("a.txt", b"just text", "text/plain")}),
+    assert_error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("a.txt", b"just text", "text/plain")}),
            415, "unsupported_image")
-    _error(client.post("/v1/search", files={"image": ("a.jpg", b"just text", "image/jpeg")}),
+    assert_error(client.post("/v1/search", files={"image": ("a.jpg", b"just text", "image/jpeg")}),
            415, "unsupported_image")
     truncated = _image_bytes(coco, 3)[:5000]
-    body = _error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("t.jpg", truncated, "image/jpeg")}),
+    body = assert_error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("t.jpg", truncated, "image/jpeg")}),
                   422, "undecodable_image")
     assert "truncated" in body["detail"]
-    _error(client.post("/v1/search", files={"image": ("t.jpg", truncated, "image/jpeg")}), 422, "undecodable_image")
-    _error(client.post("/v1/search", content=b"plain", headers={"content-type": "text/plain"}), 415)
+    assert_error(client.post("/v1/search", files={"image": ("t.jpg", truncated, "image/jpeg")}), 422, "undecodable_image")
+    assert_error(client.post("/v1/search", content=b"plain", headers={"content-type": "text/plain"}), 415)
 
 
 def test_decompression_bomb_is_refused_before_decoding(client):
@@ -416,64 +402,64 @@ def test_decompression_bomb_is_refused_before_decoding(client):
     Image.new("1", (12_000, 12_000)).save(bomb, format="PNG")  # 144 Mpx in ~20 kB
     assert len(bomb.getvalue()) < 100_000
     ds = client.get("/v1/datasets").json()[0]["id"]
-    body = _error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("b.png", bomb.getvalue(), "image/png")}),
+    body = assert_error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("b.png", bomb.getvalue(), "image/png")}),
                   413, "image_too_large")
     assert "decompression-bomb" in body["detail"]
-    _error(client.post("/v1/search", files={"image": ("b.png", bomb.getvalue(), "image/png")}), 413, "image_too_large")
+    assert_error(client.post("/v1/search", files={"image": ("b.png", bomb.getvalue(), "image/png")}), 413, "image_too_large")
 
 
 def test_unknown_ids_are_404(client):
-    assert "unknown image id" in _error(client.post("/v1/search", json={"image_ids": [999999]}), 404, "not_found")["detail"]
-    _error(client.post("/v1/search", json={"annotation_id": 999999}), 404, "not_found")
-    _error(client.post("/v1/search", json={"image_ids": [1], "datasets": ["nope"]}), 404, "not_found")
-    body = _error(client.post("/v1/search", json={"query": "#dgo"}), 404, "not_found")
+    assert "unknown image id" in assert_error(client.post("/v1/search", json={"image_ids": [999999]}), 404, "not_found")["detail"]
+    assert_error(client.post("/v1/search", json={"annotation_id": 999999}), 404, "not_found")
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "datasets": ["nope"]}), 404, "not_found")
+    body = assert_error(client.post("/v1/search", json={"query": "#dgo"}), 404, "not_found")
     assert "#dog" in body["detail"]  # did you mean
-    _error(client.post("/v1/search", json={"image_ids": [1], "model": "nope"}), 404, "not_found")
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "model": "nope"}), 404, "not_found")
     for url in ("/v1/images/999999", "/v1/images/999999/original", "/v1/images/999999/thumbnail",
                 "/v1/annotations/999999/crop", "/v1/collections/999999", "/v1/datasets/999999",
                 "/v1/datasets/999999/status"):
-        _error(client.get(url), 404, "not_found")
-    _error(client.post("/v1/datasets/999999/images", files={"file": ("a.png", b"x", "image/png")}), 404)
-    _error(client.get("/v1/nothing-here"), 404)
+        assert_error(client.get(url), 404, "not_found")
+    assert_error(client.post("/v1/datasets/999999/images", files={"file": ("a.png", b"x", "image/png")}), 404)
+    assert_error(client.get("/v1/nothing-here"), 404)
 
 
 def test_invalid_boxes_and_requests_are_422_or_400(client, coco):
     data = _image_bytes(coco, 5)
     for box in ([5000, 5000, 10, 10], [0, 0, 0, 10], [-50, -50, 10, 10]):
-        body = _error(client.post("/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
+        body = assert_error(client.post("/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
                                   data={"params": json.dumps({"crop_xywh": box})}), 422, "invalid_box")
         assert "box" in body["detail"]
-    _error(client.post("/v1/search", json={"image_ids": [1], "crop_xywh": [0, 0, 5, 5]}), 422, "invalid_request")
-    _error(client.post("/v1/search", json={"image_ids": [1], "annotation_id": 1}), 422, "invalid_request")
-    _error(client.post("/v1/search", json={}), 422, "invalid_request")  # nothing to search for
-    _error(client.post("/v1/search", json={"image_ids": [1], "min_score": 0.9, "max_score": 0.1}), 422)
-    _error(client.post("/v1/search", json={"image_ids": [1], "limit": 50, "depth": 10}), 422)
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "crop_xywh": [0, 0, 5, 5]}), 422, "invalid_request")
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "annotation_id": 1}), 422, "invalid_request")
+    assert_error(client.post("/v1/search", json={}), 422, "invalid_request")  # nothing to search for
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "min_score": 0.9, "max_score": 0.1}), 422)
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "limit": 50, "depth": 10}), 422)
     # malformed: 400 with the field named
-    assert "limit" in _error(client.post("/v1/search", json={"image_ids": [1], "limit": 0}), 400, "bad_request")["detail"]
-    _error(client.post("/v1/search", json={"image_ids": [1], "min_score": 2}), 400, "bad_request")
-    _error(client.post("/v1/search", json={"image_ids": [1], "typo": 1}), 400, "bad_request")
-    _error(client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"}), 400)
-    _error(client.post("/v1/search", json={"image_ids": [1], "crop_xywh": [1, 2, 3]}), 400)
-    _error(client.post("/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"params": "{oops"}), 400)
-    _error(client.post("/v1/search", files={"other": ("q.jpg", data, "image/jpeg")}), 400)
-    _error(client.post("/v1/collections/1/save", json={"name": ""}), 400)
+    assert "limit" in assert_error(client.post("/v1/search", json={"image_ids": [1], "limit": 0}), 400, "bad_request")["detail"]
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "min_score": 2}), 400, "bad_request")
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "typo": 1}), 400, "bad_request")
+    assert_error(client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    assert_error(client.post("/v1/search", json={"image_ids": [1], "crop_xywh": [1, 2, 3]}), 400)
+    assert_error(client.post("/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"params": "{oops"}), 400)
+    assert_error(client.post("/v1/search", files={"other": ("q.jpg", data, "image/jpeg")}), 400)
+    assert_error(client.post("/v1/collections/1/save", json={"name": ""}), 400)
     ds = client.get("/v1/datasets").json()[0]["id"]
     for metadata in ('{"a": NaN}', "[1, 2]", "{oops"):
-        _error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("q.jpg", data, "image/jpeg")},
+        assert_error(client.post(f"/v1/datasets/{ds}/images", files={"file": ("q.jpg", data, "image/jpeg")},
                            data={"metadata": metadata}), 400, "bad_request")
 
 
 def test_text_on_an_image_only_model_is_422_naming_the_model(client):
-    body = _error(client.post("/v1/search", json={"query": "a dog on a sofa"}), 422, "invalid_request")
+    body = assert_error(client.post("/v1/search", json={"query": "a dog on a sofa"}), 422, "invalid_request")
     assert "efficientnet-lite0" in body["detail"] and "image-only" in body["detail"]
 
 
 def test_api_keys(coco, api_settings):
     keyed = api_settings.model_copy(update={"api_keys": ["alice:secret-a-0123456789", "bare-secret-0123456789"]})
     with TestClient(create_app(keyed, coco)) as c:
-        body = _error(c.post("/v1/search", json={"image_ids": [1]}), 401, "unauthorized")
+        body = assert_error(c.post("/v1/search", json={"image_ids": [1]}), 401, "unauthorized")
         assert "X-API-Key" in body["detail"]
-        _error(c.get("/v1/datasets", headers={"X-API-Key": "wrong"}), 401, "unauthorized")
+        assert_error(c.get("/v1/datasets", headers={"X-API-Key": "wrong"}), 401, "unauthorized")
         assert c.get("/health").status_code == 200 and c.get("/health").json()["api_keys_required"] is True
         assert c.get("/schema/openapi.json").status_code == 200
         a = c.post("/v1/search", json={"image_ids": [1], "limit": 2}, headers={"X-API-Key": "secret-a-0123456789"})
@@ -481,8 +467,8 @@ def test_api_keys(coco, api_settings):
         assert a.status_code == b.status_code == 200
         # each identity has its own temporary collection, invisible to the other
         assert c.get(f"/v1/collections/{a.json()['collection_id']}", headers={"X-API-Key": "secret-a-0123456789"}).status_code == 200
-        _error(c.get(f"/v1/collections/{a.json()['collection_id']}", headers={"X-API-Key": "bare-secret-0123456789"}), 404)
-    owners = {r[0] for r in _sql(coco, "SELECT owner FROM collections")}
+        assert_error(c.get(f"/v1/collections/{a.json()['collection_id']}", headers={"X-API-Key": "bare-secret-0123456789"}), 404)
+    owners = {r[0] for r in sql(coco, "SELECT owner FROM collections")}
     assert "alice" in owners and any(o.startswith("key-") for o in owners)
     assert not any("secret" in o for o in owners)
 

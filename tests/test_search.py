@@ -16,7 +16,7 @@ from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.ingest import ingest_coco
 from visearch.search import SearchRequest, search
 
-from conftest import truncate_all
+from conftest import last_rows, truncate_all
 
 
 @pytest.fixture(scope="module")
@@ -212,14 +212,7 @@ def test_example_sql_for_analysts_runs_and_answers(coco_db):
     results = {}
     with coco_db.connect(autocommit=True) as conn:
         for path in examples:
-            cur = conn.cursor()
-            cur.execute(path.read_text())  # several statements: psycopg runs them in one go
-            rows = []
-            while True:  # keep the last result set that has rows
-                if cur.description:
-                    rows = cur.fetchall() or rows
-                if not cur.nextset():
-                    break
+            rows = last_rows(conn, path.read_text())  # several statements: psycopg runs them in one go
             results[path.stem] = rows
     similar = results["similar_images_with_a_concept"]
     scores = [float(r[2]) for r in similar]

@@ -17,6 +17,8 @@ from visearch.db.vectors import ensure_hnsw_index, write_vectors
 from visearch.search import SearchRequest, search
 from visearch.search.service import plan_search, resolve_context
 
+from conftest import last_rows
+
 N_BIG, N_SMALL, DIM = 4950, 50, 64
 RARE, COMMON = 30, 2500  # images labelled #rare (0.6%) and #common (50%), all in 'big'
 
@@ -195,14 +197,7 @@ def test_show_sql_prints_the_statement_that_ran_runnable_as_is(vectors_db, setti
                dict(query="#rare", exclude_concepts=["common"])):
         result = search(db, SearchRequest(model="synthetic-64", limit=10, **kw), settings, show_sql=True)
         with db.connect(autocommit=True) as conn:
-            cur = conn.cursor()
-            cur.execute(result.sql)  # several statements, as psql runs them
-            rows = []
-            while True:
-                if cur.description:
-                    rows = cur.fetchall() or rows
-                if not cur.nextset():
-                    break
+            rows = last_rows(conn, result.sql)  # several statements, as psql runs them
         assert [r[0] for r in rows] == [h.image_id for h in result.hits] and len(rows) == 10
         assert ("SET LOCAL hnsw.iterative_scan" in result.sql) == (result.plan == "hnsw")
 
@@ -234,14 +229,7 @@ def test_sql_examples_use_the_index_per_item(vectors_db):
             assert not re.search(r"Seq Scan on image_embeddings e\b", plans[-1]), plans[-1]  # the ranked side
         # near duplicates: for each image (outer scan), one HNSW index scan (inner loop)
         assert "Nested Loop" in plans[0] and "Index Scan using image_embeddings_hnsw_model_1" in plans[0], plans[0]
-        cur = conn.cursor()
-        cur.execute(near)
-        rows = []
-        while True:
-            if cur.description:
-                rows = cur.fetchall() or rows
-            if not cur.nextset():
-                break
+        rows = last_rows(conn, near)
     assert [(r[0], r[1]) for r in rows] == [(ids[10], ids[11])]
 
 
@@ -289,14 +277,7 @@ def test_cli_search_with_every_filter_prints_sql_that_runs(vectors_db, settings)
 
     hits = [h["image_id"] for h in json.loads(as_json)["hits"]]
     with db.connect(autocommit=True) as conn:
-        cur = conn.cursor()
-        cur.execute(statement)
-        rows = []
-        while True:
-            if cur.description:
-                rows = cur.fetchall() or rows
-            if not cur.nextset():
-                break
+        rows = last_rows(conn, statement)
     assert [r[0] for r in rows] == hits and len(hits) == 5 and ids[0] not in hits
     with db.connect() as conn:
         common = {r[0] for r in conn.execute(

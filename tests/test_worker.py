@@ -67,6 +67,27 @@ def write_log(db):
         conn.commit()
 
 
+def install_vector_write_gate(conn, *, after: int, lock: int) -> None:
+    """A gate on image vector writes (needs ``write_log``): once ``after`` vectors are logged, the
+    next write waits for the shared advisory lock ``lock``, inside the writer's transaction; the
+    test holds that lock to stop a worker mid-batch. Drop it with DROP_VECTOR_WRITE_GATE."""
+    conn.execute(f"""
+        CREATE FUNCTION test_gate_vector_write() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF (SELECT count(*) FROM test_vector_writes) >= {int(after)} THEN
+                PERFORM pg_advisory_xact_lock_shared({int(lock)});
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_gate_image_vector BEFORE INSERT ON image_embeddings
+            FOR EACH ROW EXECUTE FUNCTION test_gate_vector_write();
+    """)
+
+
+DROP_VECTOR_WRITE_GATE = ("DROP TRIGGER test_gate_image_vector ON image_embeddings;"
+                          " DROP FUNCTION test_gate_vector_write;")
+
+
 class Worker:
     """A ``visearch worker`` subprocess; output goes to a log file (read on failure)."""
 
@@ -186,17 +207,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(db, workers, write
         # A gate: once 2 vectors are committed, the next vector write waits for an advisory lock
         # this test holds, inside the worker's batch transaction (queue rows deleted, more items
         # claimed). The worker is killed there: mid-batch by construction, not by timing.
-        conn.execute("""
-            CREATE FUNCTION test_gate_vector_write() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF (SELECT count(*) FROM test_vector_writes) >= 2 THEN
-                    PERFORM pg_advisory_xact_lock_shared(7777);
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER test_gate_image_vector BEFORE INSERT ON image_embeddings
-                FOR EACH ROW EXECUTE FUNCTION test_gate_vector_write();
-        """)
+        install_vector_write_gate(conn, after=2, lock=7777)
         conn.commit()
     gate = db.connect(autocommit=True)
     gate.execute("SELECT pg_advisory_lock(7777)")
@@ -215,8 +226,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(db, workers, write
     finally:
         gate.close()  # opens the gate
         with db.connect() as conn:
-            conn.execute("DROP TRIGGER test_gate_image_vector ON image_embeddings;"
-                         " DROP FUNCTION test_gate_vector_write;")
+            conn.execute(DROP_VECTOR_WRITE_GATE)
             conn.commit()
     assert done_before == 2 and orphaned > 0  # one batch written, more items claimed and lost
 

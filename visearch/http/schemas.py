@@ -14,12 +14,18 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar.datastructures import UploadFile
+from litestar.params import Parameter
 from msgspec import Meta, Struct
 
 MAX_ID = 2**63 - 1
 Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 Score = Annotated[float, Meta(ge=-1.0, le=1.0)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+# path parameters (``/v1/datasets/{dataset_id:int}``...)
+DatasetId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="dataset id")]
+ImageId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="image id")]
+AnnotationId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="annotation (box) id")]
+CollectionId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="collection id")]
 #: Most #concepts in one search (required + excluded + #terms of the text): each unknown one
 #: costs a look-up for close names, and 100 of them took 1.8 s.
 MAX_QUERY_CONCEPTS = 20

@@ -12,7 +12,7 @@ from visearch.http import convert
 from visearch.http.deps import DB
 from visearch.http.errors import error_responses
 from visearch.http.schemas import (
-    MAX_ID,
+    CollectionId,
     CollectionOut,
     CollectionPage,
     CopyBody,
@@ -22,8 +22,6 @@ from visearch.http.schemas import (
     TagResponse,
     UntagResponse,
 )
-
-CollectionId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="collection id")]
 
 
 class CollectionController(Controller):

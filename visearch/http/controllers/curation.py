@@ -21,10 +21,8 @@ from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
-from visearch.http.schemas import MAX_ID, Id, ResultItem, SearchBody, SearchResponse
+from visearch.http.schemas import CollectionId, DatasetId, ResultItem, SearchBody, SearchResponse
 
-DatasetId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="dataset id")]
-CollectionId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="collection id")]
 Names = Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=100)]
 
 

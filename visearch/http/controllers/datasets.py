@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.exceptions import ValidationException
-from litestar.params import JSONBody, MultipartBody, Parameter
+from litestar.params import JSONBody, MultipartBody
 
 from visearch import admin, catalog
 from visearch.errors import InvalidRequestError
@@ -16,16 +16,14 @@ from visearch.http.controllers.housekeeping import DatasetDeletedOut, RenameBody
 from visearch.http.deps import DB, AppSettings, Jobs, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import (
-    MAX_ID,
     DatasetBody,
+    DatasetId,
     DatasetOut,
     DatasetStatusOut,
     EmbedTriggerOut,
     UploadForm,
     UploadOut,
 )
-
-DatasetId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="dataset id")]
 
 
 def _metadata(text: str | None) -> dict[str, Any]:

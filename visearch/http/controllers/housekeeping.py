@@ -22,10 +22,7 @@ from visearch.collections import export
 from visearch.http import convert
 from visearch.http.deps import DB
 from visearch.http.errors import error_responses
-from visearch.http.schemas import MAX_ID, Id, Name
-
-ImageId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="image id")]
-CollectionId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="collection id")]
+from visearch.http.schemas import MAX_ID, CollectionId, Id, ImageId, Name
 
 
 class RenameBody(Struct, forbid_unknown_fields=True):

@@ -12,10 +12,8 @@ from visearch import catalog
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
-from visearch.http.schemas import MAX_ID, ImageOut
+from visearch.http.schemas import AnnotationId, ImageId, ImageOut
 
-ImageId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="image id")]
-AnnotationId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="annotation (box) id")]
 _CACHE = {"Cache-Control": "private, max-age=3600"}
 
 

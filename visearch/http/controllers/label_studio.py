@@ -6,15 +6,13 @@ from typing import Annotated
 
 from litestar import Controller, Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody
 from msgspec import Meta, Struct
 
 from visearch.http.deps import DB, AppSettings
 from visearch.http.errors import error_response, error_responses
-from visearch.http.schemas import MAX_ID, ErrorBody, Id
+from visearch.http.schemas import CollectionId, ErrorBody, Id
 from visearch.integrations.base import ToolError
-
-CollectionId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="collection id")]
 
 
 class SendToLabelStudioBody(Struct, forbid_unknown_fields=True):
