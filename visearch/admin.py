@@ -77,11 +77,26 @@ def _get_dataset(conn: psycopg.Connection, dataset_id: int) -> DatasetInfo:
     return found[0]
 
 
-def check_dataset(conn: psycopg.Connection, dataset_id: int) -> None:
-    """Raises :class:`NotFoundError` when there is no dataset ``dataset_id`` (one primary-key
-    probe: nothing is counted)."""
-    if conn.execute("SELECT 1 FROM datasets WHERE id = %s", (dataset_id,)).fetchone() is None:
+def check_dataset(conn: psycopg.Connection, dataset_id: int) -> str:
+    """The name of dataset ``dataset_id`` (one primary-key probe: nothing is counted).
+
+    Raises:
+        NotFoundError: there is no such dataset.
+    """
+    row = conn.execute("SELECT name FROM datasets WHERE id = %s", (dataset_id,)).fetchone()
+    if row is None:
         raise NotFoundError(f"unknown dataset id {dataset_id}")
+    return row[0]
+
+
+def dataset_name(db: Database, dataset_id: int) -> str:
+    """The name of dataset ``dataset_id``, without counting its contents.
+
+    Raises:
+        NotFoundError: there is no such dataset.
+    """
+    with db.pooled() as conn:
+        return check_dataset(conn, dataset_id)
 
 
 def dataset_by_name(db: Database, name: str) -> DatasetInfo:

@@ -15,9 +15,10 @@ from litestar import Controller, Request, get, post
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
+from visearch import admin
 from visearch.collections import get_collection
 from visearch.curation.duplicates import DEFAULT_THRESHOLD, EDGE_FLOOR
-from visearch.errors import InvalidRequestError, NotFoundError
+from visearch.errors import InvalidRequestError
 from visearch.http import convert
 from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
@@ -113,14 +114,6 @@ class FeedbackBody(Struct, kw_only=True, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] | None = None
 
 
-def _dataset_name(db, dataset_id: int) -> str:
-    with db.pooled() as conn:
-        row = conn.execute("SELECT name FROM datasets WHERE id = %s", (dataset_id,)).fetchone()
-    if row is None:
-        raise NotFoundError(f"no dataset {dataset_id}")
-    return row[0]
-
-
 def _member(m, keeper: int | None) -> DuplicateMemberOut:
     return DuplicateMemberOut(item_id=m.item_id, image_id=m.image_id, dataset=m.dataset, file_name=m.file_name,
                               width=m.width, height=m.height, created_at=m.created_at,
@@ -164,7 +157,7 @@ class CurationController(Controller):
         oldest); and byte-identical images (same sha256) in other datasets."""
         from visearch.curation import find_duplicates
 
-        name = _dataset_name(db, dataset_id)
+        name = admin.dataset_name(db, dataset_id)
         r = find_duplicates(db, name, threshold=threshold, objects=objects, model=model, settings=settings)
         return DuplicatesResponse(
             dataset_id=dataset_id, dataset=name, mode=r.mode, model=r.model, threshold=r.threshold,
@@ -188,7 +181,7 @@ class CurationController(Controller):
         min_share, strongest first, with the concept they look like and the evidence."""
         from visearch.curation import label_error_suspects
 
-        found = label_error_suspects(db, _dataset_name(db, dataset_id), objects=objects, k=k, min_share=min_share,
+        found = label_error_suspects(db, admin.dataset_name(db, dataset_id), objects=objects, k=k, min_share=min_share,
                                      limit=limit, model=model, settings=settings)
         return [msgspec.convert(s.__dict__, SuspectOut) for s in found]
 

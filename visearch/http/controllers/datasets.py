@@ -133,7 +133,7 @@ class DatasetController(Controller):
     def rename(self, db: DB, dataset_id: DatasetId, data: JSONBody[RenameBody]) -> DatasetOut:
         """Give the dataset a new name (`{"name": ...}`). 409 if another dataset has it."""
         admin.rename_dataset(db, dataset_id, data.name)
-        return convert.dataset(catalog.get_dataset(db, dataset_id))
+        return convert.dataset(admin.get_dataset(db, dataset_id))
 
     @delete("/{dataset_id:int}", sync_to_thread=True, status_code=200, summary="Delete a dataset",
             opt={"role": "admin"}, responses=error_responses(400, 401, 404))
