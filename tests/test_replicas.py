@@ -69,7 +69,10 @@ def _search(client, headers=ALICE, **body):
     return r.json()
 
 
-def test_searches_rank_on_the_replica_and_equal_the_primary_s_answer(client, primary, router):
+def test_searches_rank_on_the_replica_and_equal_the_primary_s_answer(client, pair, primary, router):
+    # the standby may not have replayed the fixture's load yet, though within the lag allowed
+    # (READ_MAX_LAG_SECONDS): then it would answer "no vectors" (seen on a loaded machine)
+    _wait_until_fresh(pair, router)
     on_primary = search(primary, SearchRequest(image_ids=[7], limit=10, exact=True))
     served, primary_served = router.replicas[0].served, router.primary_served
     res = _search(client, image_ids=[7], limit=10, exact=True)

@@ -323,7 +323,7 @@ def test_the_context_statement_counts_named_datasets_from_their_index(vectors_db
 
 def test_the_concept_driver_size_counts_from_the_concept_indexes(vectors_db, settings):
     """concept_driver_size() (sql/schema/0011_concept_size.sql, called by the context statement)
-    counts each required concept from annotations_concept and image_labels_concept: auto_explain
+    counts each required concept's image labels from image_labels_concept: auto_explain
     shows the function's own statements, with sequential scans priced out."""
     from visearch.resources import read_sql
     from visearch.search.serving import context_params
@@ -343,5 +343,7 @@ def test_the_concept_driver_size_counts_from_the_concept_indexes(vectors_db, set
         size = conn.execute(read_sql("search/context.sql"), params).fetchone()[17]
         text = "\n".join(plans)
     assert size == RARE
-    assert "annotations_concept" in text and "image_labels_concept" in text, text
+    # the fixture's concepts are image labels only: with an empty annotations table the planner
+    # may read it through any index, so only the labels' count can show its own index here
+    assert "image_labels_concept" in text, text
     assert not re.search(r"Seq Scan on (annotations|image_labels)\b", text), text
