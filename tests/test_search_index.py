@@ -191,6 +191,57 @@ def test_a_search_takes_at_most_three_round_trips(vectors_db, settings):
     assert trips[:3] == [2, 2, 2] and 1 <= trips[3] <= 3, trips
 
 
+def _traced_trips(db, req, settings):
+    """(result, round trips) of one search on ``db``'s one pooled connection."""
+    with tempfile.TemporaryFile("w+") as trace:
+        with db.pooled() as conn:
+            conn.pgconn.trace(trace.fileno())
+            conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        result = search(db, req, settings)
+        with db.pooled() as conn:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        sent = ["\t".join(line.split("\t")[2:]) for line in trace.read().splitlines() if line.split("\t")[0] == "F"]
+    return result, sum(m.startswith(("Sync", "Query")) for m in sent)
+
+
+def test_a_repeated_search_by_a_stored_item_is_one_round_trip_and_a_stale_guess_is_not_used(
+        vectors_db, settings, monkeypatch):
+    """The second search of a kind sends its ranking statement with the context statement; its
+    hits equal those of a search that guessed nothing. When the database changed in between (a
+    dataset's search disabled), the guess is dropped and the right statement runs."""
+    from visearch.search import service
+
+    shared, ids, _ = vectors_db
+    db = Database(shared.url, embedded=False, pool_max_size=1)
+    cases = [dict(), dict(concepts=["common"]), dict(concepts=["rare"]), dict(datasets=["small"])]
+    try:
+        for case in cases:
+            first, trips_first = _traced_trips(db, SearchRequest(model="synthetic-64", image_ids=[ids[3]], limit=7, **case), settings)
+            req = SearchRequest(model="synthetic-64", image_ids=[ids[4]], limit=7, **case)
+            second, trips_second = _traced_trips(db, req, settings)
+            monkeypatch.setattr(service, "_RECENT", service._Recent())  # nothing to guess from
+            fresh, trips_fresh = _traced_trips(db, req, settings)
+            assert (trips_first, trips_second, trips_fresh) == (2, 1, 2), case
+            assert [(h.image_id, h.score) for h in second.hits] == [(h.image_id, h.score) for h in fresh.hits]
+            assert second.plan == fresh.plan and len(second.hits) == 7
+        # the guess of a search over every dataset, then 'small' disabled: the context differs
+        req = SearchRequest(model="synthetic-64", image_ids=[ids[N_BIG + 1]], limit=60)
+        before, _ = _traced_trips(db, req, settings)
+        assert before.hits[0].image_id == ids[N_BIG + 1]  # the query image itself, in 'small'
+        small = set(ids[N_BIG:])
+        with shared.transaction() as conn:
+            conn.execute("UPDATE datasets SET search_enabled = false WHERE name = 'small'")
+        try:
+            after, trips = _traced_trips(db, req, settings)
+        finally:
+            with shared.transaction() as conn:
+                conn.execute("UPDATE datasets SET search_enabled = true WHERE name = 'small'")
+        assert trips == 2 and len(after.hits) == 60 and not small & {h.image_id for h in after.hits}
+    finally:
+        db.close()
+
+
 def test_show_sql_prints_the_statement_that_ran_runnable_as_is(vectors_db, settings):
     db, ids, _ = vectors_db
     for kw in (dict(image_ids=[ids[0]], concepts=["common"]), dict(image_ids=[ids[0]], datasets=["small"]),

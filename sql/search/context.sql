@@ -13,10 +13,8 @@
 --   %(cap)s             integer        Settings.exact_search_max_candidates: the most candidates
 --                                      ever ranked exactly (see exact_cap below)
 --   %(rows)s            integer        rows the ranking returns (limit + offset)
---   %(query_image_ids)s bigint[] or NULL  a search by stored images: their vectors for the model
---   %(query_annotation_id)s bigint or NULL  a search by a stored box: its vector for the model
---                                      (read here, by primary key, so that a search by stored
---                                      items needs no statement of its own for its query vector)
+--   %(query_image_ids)s bigint[] or NULL  a search by stored images (their vectors: see the end)
+--   %(query_annotation_id)s bigint or NULL  a search by a stored box
 --
 -- Serving model (when none is named): among active models (text-capable ones for a text query),
 -- the most recently activated one that COVERS the searched datasets, i.e. has no stale item
@@ -141,13 +139,25 @@ SELECT
                                        WHERE i.dataset_id = ANY (ARRAY(SELECT id FROM ds)) LIMIT %(cap)s + 1) s)
         END
     END AS dataset_size,
-    -- the query's stored vectors (fewer than the ids: unknown or not embedded, said by the caller);
-    -- the model id as an uncorrelated subquery, which Citus plans first (a correlated one joins
-    -- the shards to the coordinator's queue table, which it refuses)
+    -- a search by stored items: how many of them have a vector for the model (fewer than the
+    -- ids: unknown or not embedded, said by the caller). By one image or one box the ranking
+    -- statement reads the vector itself (fragment stored_image_query / stored_box_query): it
+    -- does not travel to the client and back. By several images their vectors come back here,
+    -- for the caller to average, and on Citus always (Citus refuses a subquery in ORDER BY, so
+    -- there the vector is bound as a parameter). The model id is an uncorrelated subquery, which
+    -- Citus plans first (a correlated one joins the shards to the coordinator's queue table,
+    -- which it refuses)
+    current_setting('citus.version', true) IS NOT NULL AS on_citus,
+    (SELECT count(*) FROM image_embeddings e
+     WHERE e.model_id = (SELECT id FROM model) AND e.image_id = ANY (%(query_image_ids)s::bigint[])) AS query_images_found,
     (SELECT array_agg(e.embedding ORDER BY e.image_id) FROM image_embeddings e
-     WHERE e.model_id = (SELECT id FROM model) AND e.image_id = ANY (%(query_image_ids)s::bigint[])) AS query_image_vectors,
+     WHERE (cardinality(%(query_image_ids)s::bigint[]) > 1 OR current_setting('citus.version', true) IS NOT NULL)
+       AND e.model_id = (SELECT id FROM model) AND e.image_id = ANY (%(query_image_ids)s::bigint[])) AS query_image_vectors,
+    EXISTS (SELECT 1 FROM object_embeddings e
+            WHERE e.model_id = (SELECT id FROM model) AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_found,
     (SELECT e.embedding FROM object_embeddings e
-     WHERE e.model_id = (SELECT id FROM model) AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_vector
+     WHERE current_setting('citus.version', true) IS NOT NULL
+       AND e.model_id = (SELECT id FROM model) AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_vector
 FROM (SELECT 1) one
 LEFT JOIN model m ON true
 CROSS JOIN concept_ids c

@@ -124,8 +124,24 @@ a.bbox_w * a.bbox_h >= %(min_box_area)s::float8
 
 -- The distance, exact or in the form the model's partial HNSW index is built on (0001_hnsw.sql).
 
+-- {query} is the query vector: the bound parameter %(query)s (text, an upload, several stored
+-- images averaged, a concept centroid), or for a search by one stored item the item's own vector
+-- read by the statement itself (stored_image_query / stored_box_query: an InitPlan, computed
+-- once; the HNSW index still serves the ORDER BY, as pgvector documents for a subquery).
+
 -- name: distance_exact
-(e.embedding <=> %(query)s::vector)
+(e.embedding <=> {query}::vector)
 
 -- name: distance_hnsw
-(e.embedding::vector({dim}) <=> %(query)s::vector({dim}))
+(e.embedding::vector({dim}) <=> {query}::vector({dim}))
+
+-- name: query_param
+%(query)s
+
+-- name: stored_image_query
+(SELECT l2_normalize(q.embedding) FROM image_embeddings q
+ WHERE q.model_id = %(model_id)s AND q.image_id = (%(query_image_ids)s::bigint[])[1])
+
+-- name: stored_box_query
+(SELECT l2_normalize(q.embedding) FROM object_embeddings q
+ WHERE q.model_id = %(model_id)s AND q.annotation_id = %(query_annotation_id)s::bigint)

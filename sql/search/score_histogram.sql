@@ -13,7 +13,7 @@
 -- query_items and counts (bigint[%(bins)s], bin k covering [lo + (k-1)w, lo + kw), the last one closed at hi,
 -- w = (hi - lo) / bins). sum(counts) = considered. When lo = hi, everything is in bin 1.
 WITH scored AS MATERIALIZED (
-    SELECT 1 - (e.embedding <=> %(query)s::vector) AS score, {is_query} AS is_query
+    SELECT 1 - {distance} AS score, {is_query} AS is_query
     FROM {source}
     WHERE e.model_id = %(model_id)s
       AND {filters}

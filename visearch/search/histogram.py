@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from visearch.db.database import Database
 from visearch.search.service import SearchResult
@@ -78,7 +77,7 @@ def score_histogram(
     if not 1 <= bins <= MAX_BINS:
         raise ValueError(f"bins must be in [1, {MAX_BINS}], not {bins}")
     shape = result.shape
-    params = {**shape.params, "query": np.asarray(result.query_vector, dtype=np.float32), "bins": bins}
+    params = {**shape.params, "bins": bins}  # the query: a parameter there, or read by the statement
     with db.pooled() as conn:
         sample = False
         if shape.driver == "hnsw":  # a broad search: how big is the vector table? (an estimate)

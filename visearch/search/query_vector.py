@@ -25,7 +25,7 @@ from visearch.errors import InvalidRequestError, NotEmbeddedError, NotFoundError
 
 @dataclass(frozen=True)
 class QueryVector:
-    vector: np.ndarray  # (dim,) float32, unit norm
+    vector: np.ndarray | None  # (dim,) float32, unit norm; None: read by the ranking statement
     source: str  # text | image | image_ids | annotation | concepts
 
 
@@ -48,6 +48,7 @@ def resolve_query_vector(
     shape,
     settings: Settings,
     stored: list | None = None,
+    in_statement: bool = False,
 ) -> QueryVector:
     """The query vector of ``req`` (a :class:`~visearch.search.service.SearchRequest`);
     ``shape`` (:class:`visearch.search.statements.Shape`) holds its resolved filters.
@@ -58,8 +59,10 @@ def resolve_query_vector(
         NotFoundError: unknown image or annotation id.
         NotEmbeddedError: the item exists but has no vector for this model yet.
 
-    ``stored``: the vectors of ``req.image_ids`` / ``req.annotation_id`` already read (the search
-    context statement reads them with the rest); None reads them here.
+    ``stored``: the vectors of several ``req.image_ids`` already read (the search context
+    statement reads them with the rest); None reads them here. ``in_statement``: a search by one
+    stored image or box that has a vector, which the ranking statement reads itself
+    (``Shape.query_from``): the returned ``vector`` is None.
     """
     sources = [
         name
@@ -79,6 +82,8 @@ def resolve_query_vector(
         return QueryVector(_embed_text(model, text, settings), source)
     if source == "image":
         return QueryVector(_embed_upload(model, req.image, req.crop_xywh, settings), source)
+    if source in ("image_ids", "annotation") and in_statement:
+        return QueryVector(None, source)
     if source in ("image_ids", "annotation") and stored:
         return QueryVector(_unit(np.mean([_unit(v) for v in stored], axis=0)), source)
     if source == "image_ids":

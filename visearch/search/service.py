@@ -1,11 +1,14 @@
 """The search service: one request in, ranked images or objects out.
 
 A search travels: request -> one statement that resolves names, the model and what it may use
-(``sql/search/context.sql``) -> the query vector (:mod:`visearch.search.query_vector`; a
-stored item or a concept centroid is one more statement, text or an upload runs the model) ->
+(``sql/search/context.sql``) -> the query vector (:mod:`visearch.search.query_vector`: text or
+an upload runs the model, several stored images are averaged, a concept centroid is one more
+statement; one stored image or box needs nothing: the ranking statement reads its vector) ->
 one ranking statement that applies the filters and orders by cosine distance
 (``sql/search/rank_*.sql``, composed by :mod:`visearch.search.statements`) -> typed hits. So a
-search is at most three round trips to PostgreSQL. The CLI and the HTTP API both call
+search is at most three round trips to PostgreSQL, and a search by one stored item that repeats
+an earlier request's kind (same model, datasets, concepts, limit) one: its ranking statement is
+sent with the context statement (see :func:`search`). The CLI and the HTTP API both call
 :func:`search`.
 
 Exact or approximate, decided from cheap information, never by counting the candidates:
@@ -30,11 +33,13 @@ So a search returns min(limit, matches) rows, never fewer because of the index;
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Sequence
 
+import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -134,6 +139,20 @@ class SearchResult:
     #: the ranking statement as run, runnable in psql (only with ``search(..., show_sql=True)``)
     sql: str | None = None
 
+    @property
+    def query_vector(self) -> np.ndarray:
+        """The unit query vector, (dim,) float32. For a search by one stored item the ranking
+        statement read it itself; it is read here on first use, with the same expression, so
+        that scores computed with it equal the ranking's."""
+        db, vector = self._query
+        if vector is None:
+            with db.pooled() as conn:
+                value = conn.execute(self.shape.query_vector(), self.shape.params).fetchone()[0]
+                conn.rollback()
+            vector = np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+            self._query = (db, vector)
+        return vector
+
 
 def _validate(req: SearchRequest) -> None:
     if req.mode not in _KIND:
@@ -169,8 +188,12 @@ class Context:
     exact_cap: int
     concept_size: int | None  # items of the smallest required concept, counted up to exact_cap + 1
     dataset_size: int | None  # items of the named datasets, counted up to exact_cap + 1
-    #: the stored vectors of the query's image ids / annotation id, when all of them have one
+    #: the stored vectors of the query's image ids / box, when all have one and the client
+    #: averages them (several images; on Citus, one too)
     stored_vectors: list | None = None
+    #: a search by one stored image or box that has a vector: the ranking statement reads it
+    #: itself (``Shape.query_from``); None otherwise
+    query_from: str | None = None
 
 
 @contextmanager
@@ -193,20 +216,31 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
         NotFoundError: unknown model (naming the known ones), dataset or concept.
         InvalidRequestError: a named dataset has AI search disabled.
     """
+    params = _context_params(req, settings, kind=kind, needs_text=needs_text)
+    row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
+    return _context(conn, req, settings, row, kind=kind, needs_text=needs_text)
+
+
+def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_text: bool) -> dict:
     parsed = parse_query(req.query) if req.query else None
     # terms as typed; the database's concept_tag() turns them into tags (sql/search/context.sql)
     required = [*(parsed.concepts if parsed else ()), *(t.lstrip("#") for t in req.concepts)]
     excluded = [t.lstrip("#") for t in req.exclude_concepts]
-    params = context_params(
+    return context_params(
         model_name=req.model or None, fallback_model=settings.model, needs_text=needs_text, kind=kind,
         dataset_names=list(req.datasets) if req.datasets else None, concept_terms=required,
         exclude_terms=excluded, cap=settings.exact_search_max_candidates, rows=req.limit + req.offset,
         query_image_ids=list(dict.fromkeys(req.image_ids)) or None, query_annotation_id=req.annotation_id,
     )
-    row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
+
+
+def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, row, *,
+             kind: str, needs_text: bool) -> Context:
+    """The :class:`Context` from the context statement's row; raises the request's errors."""
     (model_id, name, dim, embeds_text, is_active, dataset_ids, disabled, all_enabled, searched_ids,
      concept_ids, concepts_found, exclude_ids, excludes_found, has_queued, has_failed, has_index,
-     exact_cap, concept_size, dataset_size, query_image_vectors, query_box_vector) = row
+     exact_cap, concept_size, dataset_size, on_citus, query_images_found, query_image_vectors, query_box_found,
+     query_box_vector) = row
     if model_id is None and req.model:
         canonical = _canonical_model_name(req.model)
         if canonical != req.model:  # another spelling of a stored model ("openclip")
@@ -220,30 +254,35 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
             + (f" (models with vectors: {', '.join(known)})" if known else ""))
     if dataset_ids is not None and (None in dataset_ids or disabled):
         filters.resolve_dataset_ids(conn, req.datasets)  # raises with the names and the hint
+    parsed = parse_query(req.query) if req.query else None
     if not concepts_found:
-        filters.resolve_concept_ids(conn, required)  # raises, suggesting close tags
+        filters.resolve_concept_ids(conn, [*(parsed.concepts if parsed else ()), *(t.lstrip("#") for t in req.concepts)])
     if not excludes_found:
-        filters.resolve_concept_ids(conn, excluded)
+        filters.resolve_concept_ids(conn, [t.lstrip("#") for t in req.exclude_concepts])
+    ids = set(req.image_ids)
+    query_from, stored = None, None
+    if on_citus:  # the vectors came back (Citus refuses the ranking's subquery form)
+        if ids and query_image_vectors and len(query_image_vectors) == len(ids):
+            stored = query_image_vectors
+        elif req.annotation_id is not None and not ids and query_box_vector is not None:
+            stored = [query_box_vector]
+    elif len(ids) == 1 and query_images_found == 1:
+        query_from = "stored_image"
+    elif req.annotation_id is not None and not ids and query_box_found:
+        query_from = "stored_box"
+    elif len(ids) > 1 and query_image_vectors and len(query_image_vectors) == len(ids):
+        stored = query_image_vectors
     return Context(
         model=ModelRow(model_id, name, dim, embeds_text, is_active), dataset_ids=dataset_ids,
         searched_ids=searched_ids or [], all_enabled=all_enabled, concept_ids=concept_ids or [],
         exclude_concept_ids=exclude_ids or [], has_queued=has_queued, has_failed=has_failed,
         has_index=has_index, exact_cap=exact_cap, concept_size=concept_size, dataset_size=dataset_size,
-        stored_vectors=_stored(req, query_image_vectors, query_box_vector),
+        stored_vectors=stored, query_from=query_from,
     )
 
 
-def _stored(req: SearchRequest, image_vectors, box_vector) -> list | None:
-    """The query's stored vectors as the context statement read them, or None when some are
-    missing (the query-vector step then reads them again and says which, and why)."""
-    if req.image_ids:
-        return image_vectors if image_vectors and len(image_vectors) == len(set(req.image_ids)) else None
-    if req.annotation_id is not None:
-        return [box_vector] if box_vector is not None else None
-    return None
-
-
-def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict) -> psycopg.Cursor:
+def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict,
+                      then=None) -> psycopg.Cursor:
     """Run ``statement`` as a server-side prepared statement with a generic plan, planned once
     per connection: the context statement's plan barely depends on its values, and planning it
     took longer than running it (measured at 100k x 1280-d: 2.3 ms a call replanned, 0.8 ms
@@ -256,6 +295,9 @@ def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict) ->
     a generic plan of a ranking statement cannot see its limit or filters). On a server with
     Citus loaded it is planned per call (``force_custom_plan``): Citus cannot distribute a
     generic plan whose parameters it has not seen.
+
+    ``then``: a callable that queues more statements in the same pipeline, after this one (the
+    guessed ranking statement, see :func:`search`); what it returns is returned second.
     """
     threshold = conn.prepare_threshold
     conn.prepare_threshold = 2**31 - 1  # prepare=True is honoured; nothing else gets prepared
@@ -267,7 +309,9 @@ def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict) ->
                          " IS NULL THEN 'force_generic_plan' ELSE 'force_custom_plan' END, false)")
             cur = conn.execute(statement, params, prepare=True)
             conn.execute("RESET plan_cache_mode")
-        return cur
+            conn.prepare_threshold = threshold
+            extra = then() if then is not None else None
+        return cur if then is None else (cur, extra)
     finally:
         conn.prepare_threshold = threshold
 
@@ -319,7 +363,8 @@ def plan_search(ctx: Context, req: SearchRequest, kind: str, settings: Settings)
         "query_annotation_id": req.annotation_id,
         "min_box_area": MIN_CENTROID_BOX_AREA if kind == "object" else None,
     }
-    return Shape(kind, driver, ctx.model.dim, params, exclude_query_items=req.exclude_query_items)
+    return Shape(kind, driver, ctx.model.dim, params, exclude_query_items=req.exclude_query_items,
+                 query_from=ctx.query_from or "param")
 
 
 def search(db: Database, req: SearchRequest, settings: Settings | None = None, *,
@@ -341,20 +386,49 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
     Model: ``req.model``, else the serving model (:mod:`visearch.search.serving`). While the
     searched datasets still have items without a vector for the model, the search answers from
     those that have one and reports it in ``SearchResult.coverage`` and ``note``.
+
+    Round trips: a search by one stored image or box whose kind of request (model, datasets,
+    concepts, limit: everything but the item) was resolved before on this process sends the
+    ranking statement it expects in the same round trip as the context statement (a guess from
+    the last context of that kind, :class:`_Recent`); when the fresh context plans the same
+    statement, its rows are the answer (one round trip), else the right statement runs after
+    it (two, as a first search does).
     """
     settings = settings or get_settings()
     _validate(req)
     text = parse_query(req.query).text if req.query else None
     kind = _KIND[req.mode]
     wanted = req.limit + req.offset
+    params = _context_params(req, settings, kind=kind, needs_text=bool(text))
+    key = (db.url, *(tuple(v) if isinstance(v, list) else v for k, v in sorted(params.items())
+                     if k not in ("query_image_ids", "query_annotation_id")))
     with db.pooled() as conn, _autocommit(conn):
-        ctx = resolve_context(conn, req, settings, kind=kind, needs_text=bool(text))
+        guess = _guess(_RECENT.get(key), req, text, kind, settings)
+        guessed = None
+        if guess is None:
+            row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
+        else:
+            try:
+                cur, sent = _execute_prepared(conn, read_sql("search/context.sql"), params,
+                                              then=lambda: _send_rank(conn, guess, wanted, settings, exact=guess.exact))
+                row, guessed = cur.fetchone(), sent.fetchall()
+            except psycopg.Error:  # the guess failed (a model dropped since?): without it
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+                guess = None
+                row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
+        ctx = _context(conn, req, settings, row, kind=kind, needs_text=bool(text))
+        _RECENT.put(key, ctx)
         shape = plan_search(ctx, req, kind, settings)
         qv = resolve_query_vector(conn, ctx.model, kind, req, text=text, shape=shape, settings=settings,
-                                  stored=ctx.stored_vectors)
-        shape.params["query"] = qv.vector
+                                  stored=ctx.stored_vectors, in_statement=ctx.query_from is not None)
+        if qv.vector is not None:
+            shape.params["query"] = qv.vector
         exact = shape.exact
-        rows = _rank(conn, shape, wanted, settings, exact=exact)
+        if guessed is not None and _same_statement(guess, shape):
+            rows = guessed
+        else:
+            rows = _rank(conn, shape, wanted, settings, exact=exact)
         if not exact and (len(rows) < wanted or _lost_itself(shape, req, rows)):
             # the index under-filled (very selective filter or score bound), or missed the query
             # item itself (an HNSW tail failure: the rest of the answer is suspect too): exact
@@ -382,11 +456,59 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
         note=join_notes(coverage.note(ctx.model.name) if coverage else None,
                         _shortfall_note(req, ranked, short, len(hits))),
     )
-    # The unit query vector and the resolved shape, for callers that compute more over the same
-    # query (the HTTP API's score histogram). Attributes, not fields: asdict() stays small.
-    result.query_vector = qv.vector
+    # The resolved shape and the unit query vector (read on first use when the statement read it
+    # itself), for callers that compute more over the same query (the HTTP API's score
+    # histogram, curation's refinements). Attributes, not fields: asdict() stays small.
     result.shape = shape
+    result._query = (db, qv.vector)
     return result
+
+
+class _Recent:
+    """The last :class:`Context` per kind of search request (bounded, thread-safe): what
+    :func:`search` guesses its ranking statement from. A guess is checked against the fresh
+    context before its rows are used, so a stale entry costs one wasted statement, never a
+    wrong answer."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size, self._items, self._lock = size, {}, threading.Lock()
+
+    def get(self, key: tuple) -> Context | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple, ctx: Context) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            if len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)))
+            self._items[key] = ctx
+
+
+_RECENT = _Recent()
+
+
+def _guess(ctx: Context | None, req: SearchRequest, text: str | None, kind: str, settings: Settings) -> Shape | None:
+    """The ranking statement a search by one stored item would run if the database still said
+    ``ctx`` (its last context of this kind); None when there is nothing to guess from or the
+    query vector needs the client (text, an upload, several images averaged, a given vector)."""
+    if ctx is None or ctx.query_from is None or text or req.image is not None or req.vector is not None:
+        return None
+    one_image = len(set(req.image_ids)) == 1 and req.annotation_id is None
+    one_box = req.annotation_id is not None and not req.image_ids
+    if not (one_image or one_box) or ctx.query_from != ("stored_image" if one_image else "stored_box"):
+        return None
+    return plan_search(ctx, req, kind, settings)
+
+
+def _same_statement(a: Shape, b: Shape) -> bool:
+    """Whether two shapes compose the same ranking statement with the same parameters."""
+    def plain(params: dict) -> dict:
+        return {k: (v.obj if isinstance(v, Jsonb) else v) for k, v in params.items() if k != "query"}
+
+    return ((a.kind, a.driver, a.dim, a.query_from, a.exclude_query_items)
+            == (b.kind, b.driver, b.dim, b.query_from, b.exclude_query_items)
+            and "query" not in b.params and plain(a.params) == plain(b.params))
 
 
 def _lost_itself(shape: Shape, req: SearchRequest, rows: list) -> bool:
@@ -410,20 +532,27 @@ def _ef_search(settings: Settings, limit: int) -> int:
     return min(1000, max(settings.hnsw_ef_search, limit))
 
 
-def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool) -> list:
-    """Run the ranking statement: one round trip (an HNSW ranking sends its transaction-local
-    pgvector settings in the same pipeline)."""
+def _send_rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *,
+               exact: bool) -> psycopg.Cursor:
+    """Send the ranking statement (an HNSW ranking with its transaction-local pgvector settings
+    before it); inside a pipeline nothing waits, so the caller decides the round trips."""
     params = {**shape.params, "limit": limit}
     statement = shape.rank(exact=exact)
     if exact:
-        return conn.execute(statement, params).fetchall()
+        return conn.execute(statement, params)
     config = hnsw_settings(_ef_search(settings, limit), settings.hnsw_max_scan_tuples)
+    conn.execute("BEGIN")
+    conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
+                 [v for pair in config for v in pair])
+    cur = conn.execute(statement, params)
+    conn.execute("COMMIT")
+    return cur
+
+
+def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool) -> list:
+    """Run the ranking statement: one round trip."""
     with conn.pipeline():
-        conn.execute("BEGIN")
-        conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
-                     [v for pair in config for v in pair])
-        cur = conn.execute(statement, params)
-        conn.execute("COMMIT")
+        cur = _send_rank(conn, shape, limit, settings, exact=exact)
     return cur.fetchall()
 
 

@@ -78,9 +78,18 @@ class Shape:
     params: dict[str, Any] = field(default_factory=dict)
     #: leave the query's own stored items out of the ranking (the histogram always does)
     exclude_query_items: bool = False
+    #: where the query vector comes from: ``'param'`` (bound as ``%(query)s``), or for a search
+    #: by one stored item ``'stored_image'`` / ``'stored_box'``: the statement reads that item's
+    #: vector itself (fragments ``stored_image_query`` / ``stored_box_query``)
+    query_from: str = "param"
 
     def _as(self, driver: str) -> "Shape":
-        return Shape(self.kind, driver, self.dim, self.params, self.exclude_query_items)
+        return Shape(self.kind, driver, self.dim, self.params, self.exclude_query_items, self.query_from)
+
+    def query(self) -> sql.Composed:
+        """The query vector as SQL: the bound parameter, or the stored item's vector."""
+        return fragment({"param": "query_param", "stored_image": "stored_image_query",
+                         "stored_box": "stored_box_query"}[self.query_from])
 
     @property
     def exact(self) -> bool:
@@ -89,8 +98,8 @@ class Shape:
     def distance(self, *, exact: bool | None = None) -> sql.Composed:
         exact = self.exact if exact is None else exact
         if exact:
-            return fragment("distance_exact")
-        return fragment("distance_hnsw", dim=sql.Literal(self.dim))
+            return fragment("distance_exact", query=self.query())
+        return fragment("distance_hnsw", dim=sql.Literal(self.dim), query=self.query())
 
     def _needs_image(self) -> bool:
         """A filter reads the image row (``i``): dataset, metadata, creation time."""
@@ -180,6 +189,10 @@ class Shape:
             filters=src.filters(min_distance=False, exclude_query_items=False),
         )
 
+    def query_vector(self) -> sql.Composed:
+        """``SELECT`` of the query vector as the ranking statement computes it."""
+        return sql.SQL("SELECT {query}::vector").format(query=self.query())
+
     def centroid(self) -> sql.Composed:
         """The #concept centroid statement (``concept_centroid.sql``) over these candidates."""
         image_id = sql.SQL("e.image_id" if self.kind == "image" else "a.image_id")
@@ -200,7 +213,7 @@ class Shape:
         else:
             is_query = sql.SQL("false")
         return sql.SQL(template("score_histogram")).format(
-            source=src.source(sample=sample), is_query=is_query,
+            source=src.source(sample=sample), is_query=is_query, distance=self.distance(exact=True),
             filters=src.filters(min_distance=False, exclude_query_items=False),
         )
 
