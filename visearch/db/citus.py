@@ -20,13 +20,11 @@ import psycopg
 import psycopg.sql
 
 from visearch.config import Settings, get_settings
-from visearch.resources import function_definitions, read_sql
+from visearch.resources import read_sql
 
 #: Shards per distributed table: a few per worker core lets Citus rebalance and run shards in
 #: parallel (Citus's own default is 32).
 DEFAULT_SHARD_COUNT = 32
-# revision 0007's curation functions, which a distributed schema keeps (see distribute())
-CURATION_FUNCTIONS_0007 = ("refresh_neighbour_edges", "label_error_suspects", "near_duplicate_pairs")
 
 
 class CitusError(RuntimeError):
@@ -94,10 +92,7 @@ def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT, settings: Se
             conn.execute(f"SET LOCAL citus.shard_count = {int(shard_count)}")
             conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
             conn.execute(read_sql("citus/distribute.sql"))
-            # Citus cannot run 0013's dataset-scoped lookups (a correlated subquery on images
-            # per neighbour row): the shards keep 0007's unscoped forms, made Citus-safe below.
-            for statement in function_definitions("schema/0007_curation.sql", CURATION_FUNCTIONS_0007):
-                conn.execute(statement)
+            # 0013's dataset-scoped neighbour lookups, in a form Citus distributes (per item)
             conn.execute(read_sql("citus/curation.sql"))
         conn.execute(read_sql("citus/reference_triggers.sql"))
         _set_hnsw_on_workers(conn, settings or get_settings())
