@@ -157,6 +157,56 @@ def test_queue_triggers_and_notify_keep_working_on_the_distributed_schema(citus_
         conn.commit()
 
 
+def test_upgrade_of_a_distributed_schema_runs_only_revisions_marked_for_citus(citus_db, citus_url):
+    """A schema distributed at an older revision: ``visearch db upgrade`` (and every command,
+    which upgrades on first use) refuses a revision not marked ``runs_on_citus`` and changes
+    nothing; at the head it re-applies the Citus forms of the functions a migration re-creates."""
+    import re
+
+    from click.testing import CliRunner
+    from visearch.cli import cli
+    from visearch.db import migrate
+    from visearch.db.database import DatabaseSetupError
+    from visearch.resources import read_sql
+
+    head = migrate.head_revision()
+    # as if distributed when 0013 was the newest: 0014 (object vectors re-keyed on the image id)
+    # runs on one node only. (The tables are the head's; the refusal must come before any SQL.)
+    sql_set = "UPDATE alembic_version SET version_num = %s"
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute(sql_set, ("0013",))
+    try:
+        with pytest.raises(migrate.MigrationRefused, match=r"distributed with Citus .* at revision 0013, "
+                                                           r"and revision\(s\) 0014 change"):
+            migrate.upgrade(citus_url)
+        with pytest.raises(DatabaseSetupError, match="visearch db distribute"):
+            open_database(Settings(database_url=citus_url))
+        result = CliRunner().invoke(cli, ["--database-url", citus_url, "db", "upgrade"])
+        assert result.exit_code == 1 and "Move the data into a new database" in result.output, result.output
+        assert migrate.current_revision(citus_url) == "0013"
+        with psycopg.connect(citus_url, autocommit=True) as conn:  # 0014's SQL did not run
+            assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'object_embeddings_fill_image_id'"
+                                ).fetchone()[0] == 0
+    finally:
+        with psycopg.connect(citus_url, autocommit=True) as conn:
+            conn.execute(sql_set, (head,))
+
+    # a function-only migration re-creates 0013's curation functions in their one-node form
+    # (as this does); the upgrade puts the Citus form back
+    text = read_sql("schema/0013_curation_scoped_neighbours.sql")
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        for name in ("refresh_neighbour_edges", "label_error_suspects"):
+            conn.execute(re.search(rf"^CREATE OR REPLACE FUNCTION {name}\(.*?^END \$\$;", text, re.S | re.M).group(0))
+        assert "va.image_id = e.image_id" not in conn.execute(
+            "SELECT pg_get_functiondef('label_error_suspects'::regproc)").fetchone()[0]
+    assert migrate.upgrade(citus_url) == head
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        assert "va.image_id = e.image_id" in conn.execute(
+            "SELECT pg_get_functiondef('label_error_suspects'::regproc)").fetchone()[0]
+        assert "f.item_dataset" in conn.execute(
+            "SELECT pg_get_functiondef('refresh_neighbour_edges'::regproc)").fetchone()[0]
+
+
 # ---- real images on Citus: ingest, queue priority, object search, curation -------------------
 
 COCO_IMAGES = 16  # images (and their boxes) embedded: enough boxes (~120) for neighbours

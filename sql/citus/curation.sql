@@ -1,4 +1,6 @@
--- Run by `visearch db distribute` after sql/citus/distribute.sql, in the same transaction.
+-- Run by `visearch db distribute` after sql/citus/distribute.sql, in the same transaction, and
+-- again (it can run any number of times) by `distribute` on a distributed schema and after
+-- `visearch db upgrade` there (a migration may re-create the functions it changes).
 --
 -- Revision 0013's curation functions (refresh_neighbour_edges, label_error_suspects,
 -- near_duplicate_pairs) find each item's k nearest neighbours with one statement built by
@@ -27,7 +29,7 @@
 
 -- Columns: item_id, neighbour_id, similarity (k per item, best first; the item itself left
 -- out), item_dataset, neighbour_dataset: the k nearest that pass `neighbour_filter`.
-CREATE FUNCTION knn_lookup_each(model integer, kind text, ids bigint[], k integer, neighbour_filter text DEFAULT 'true')
+CREATE OR REPLACE FUNCTION knn_lookup_each(model integer, kind text, ids bigint[], k integer, neighbour_filter text DEFAULT 'true')
     RETURNS TABLE (item_id bigint, neighbour_id bigint, similarity float8, item_dataset bigint, neighbour_dataset bigint)
     LANGUAGE plpgsql SET citus.allow_nested_distributed_execution = on AS $$
 DECLARE
@@ -100,7 +102,9 @@ BEGIN
         ) AS t (function, old, new)
     LOOP
         definition := pg_get_functiondef(edit.function::regprocedure);
-        IF position(edit.old IN definition) = 0 THEN
+        IF position(edit.new IN definition) > 0 THEN
+            CONTINUE;  -- edited already (distribute run again, or after visearch db upgrade)
+        ELSIF position(edit.old IN definition) = 0 THEN
             RAISE EXCEPTION '% has no "%" (0013''s text): sql/citus/curation.sql needs updating',
                 edit.function, edit.old;
         END IF;
