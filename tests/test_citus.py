@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from citus_cluster import create_database, drop_database
 from synthetic_vectors import ONE_PERCENT, TENTH_PERCENT, clustered_unit_vectors, load_vectors
-from visearch.collections import copy_images, list_collections
+from visearch.collections import collection_items, copy_images, list_collections
 from visearch.config import Settings
 from visearch.db.citus import distribute
 from visearch.db.database import open_database
@@ -120,6 +120,25 @@ def test_searches_equal_a_single_node_s_in_exact_mode_and_hnsw_recall_is_reporte
         recall = hits / wanted
         print(f"\nCitus ({SHARDS} shards, {N} x {DIM}-d, filter {concepts or 'none'}): HNSW recall@10 vs exact = {recall:.3f}")
         assert recall >= 0.9
+
+
+def test_a_search_kept_as_a_collection_reads_back_as_on_a_single_node(citus_db, db, vectors):
+    """POST /v1/search's service on Citus: the ranking kept as the owner's collection (items
+    distributed on the collection id), its first page, a later page and the listing with counts,
+    as on one node."""
+    from visearch.collections import search_to_collection
+
+    with db.connect() as conn:
+        load_vectors(conn, vectors, model=MODEL)
+    out = []
+    for side in (db, citus_db):
+        kept = search_to_collection(side, Settings(), "tester", SearchRequest(
+            image_ids=[7], model=MODEL, exact=True, concepts=[ONE_PERCENT]), limit=5, depth=20)
+        collection, later = collection_items(side, "tester", kept.collection.id, offset=5, limit=10)
+        listed = [(c.items, c.images) for c in list_collections(side, "tester")]
+        out.append(([(i.rank, i.image_id, round(i.score, 6), i.dataset, i.external_id) for i in kept.page + later],
+                    (collection.items, collection.images), listed, kept.histogram.counts))
+    assert out[1] == out[0] and len(out[0][0]) == 15 and out[0][2] == [(20, 20)]
 
 
 def test_queue_triggers_and_notify_keep_working_on_the_distributed_schema(citus_db, citus_url):
