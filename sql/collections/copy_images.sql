@@ -24,8 +24,8 @@ copied AS (
     SELECT %(dataset_id)s, s.sha256, s.width, s.height, s.format, s.source_uri, s.file_name,
            s.external_id, s.metadata
     FROM source s
-    WHERE s.sha256 NOT IN (SELECT t.sha256 FROM images t
-                           WHERE t.dataset_id = %(dataset_id)s AND t.sha256 IN (SELECT sha256 FROM source))
+    WHERE s.sha256 NOT IN (SELECT t.sha256 FROM images t  -- probes of the index, per content
+                           WHERE t.dataset_id = %(dataset_id)s AND t.sha256 = ANY (ARRAY(SELECT sha256 FROM source)))
     ON CONFLICT DO NOTHING
     RETURNING id, sha256
 ),
