@@ -105,7 +105,9 @@ def test_searches_equal_a_single_node_s_in_exact_mode_and_hnsw_recall_is_reporte
         assert dist.candidates == one.candidates and dist.note == one.note
         h1 = score_histogram(db, one, bins=10)
         h2 = score_histogram(citus_db, dist, bins=10)
-        assert h2.counts == h1.counts and h2.edges == pytest.approx(h1.edges)
+        # to the scores' tolerance: since 4c84514 one node reads a stored query vector inside the
+        # statement while Citus binds it (as text), ~4e-8 apart on a score near 0.03
+        assert h2.counts == h1.counts and h2.edges == pytest.approx(h1.edges, abs=1e-6)
 
     queries = range(1, N, N // 20)
     for concepts in ([], [ONE_PERCENT]):  # HNSW forced, unfiltered and with a #concept filter
