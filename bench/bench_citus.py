@@ -22,6 +22,7 @@ file outside the repository); the 1% / 0.1% filters are the same id-based concep
 Usage:  python bench/bench_citus.py --citus postgresql://postgres@127.0.0.1:55430/visearch
             [--vectors 100000] [--queries 50] [--shards 8] [--setups single,citus1,citus2]
             [--data synthetic|cifar] [--cifar-cache /tmp/cifar10-efficientnet-lite0.npy]
+            [--maintenance-work-mem 1GB]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]
@@ -92,7 +94,8 @@ def cifar_vectors(cache: Path):
     return vectors
 
 
-def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int) -> dict:
+def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int,
+            maintenance_work_mem: str = "1GB") -> dict:
     from visearch.config import Settings
     from visearch.db.citus import distribute
     from visearch.db.database import open_database
@@ -107,11 +110,18 @@ def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int) 
         t = time.perf_counter()
         model_id = load_vectors(conn, vectors, model=MODEL)
         out["load_rows_s"] = len(vectors) / (time.perf_counter() - t)
+        progress(f"loaded {len(vectors):,} vectors: {out['load_rows_s']:,.0f} rows/s")
+        # the build's memory as the database's default: Citus passes ALTER DATABASE on to every
+        # worker, whose sessions build the shards' indexes (a SET here reaches no shard)
+        conn.execute(psycopg.sql.SQL("ALTER DATABASE {} SET maintenance_work_mem = {}").format(
+            psycopg.sql.Identifier(conn.info.dbname), psycopg.sql.Literal(maintenance_work_mem)))
+        conn.execute(psycopg.sql.SQL("SET maintenance_work_mem = {}").format(psycopg.sql.Literal(maintenance_work_mem)))
+        conn.commit()
         t = time.perf_counter()
-        conn.execute("SET maintenance_work_mem = '1GB'")
         ensure_hnsw_index(conn, "image", model_id)
         conn.commit()
         out["index_s"] = time.perf_counter() - t
+        progress(f"HNSW index built: {out['index_s']:.1f} s")
     rng = random.Random(0)
     ids = [rng.randint(1, len(vectors)) for _ in range(queries)]
     for label, concepts in (("all", []), ("1%", [ONE_PERCENT]), ("0.1%", [TENTH_PERCENT])):
@@ -130,8 +140,14 @@ def measure(url: str, vectors, *, distributed: bool, shards: int, queries: int) 
             hits += len(exact & {h.image_id for h in approx.hits}) / max(1, min(10, len(exact)))
         out[label] = {"p50": statistics.median(lat), "p95": pct(lat, 0.95), "mode": "/".join(sorted(modes)),
                       "recall": hits / len(ids)}
+        progress(f"filter {label}: p50 {out[label]['p50']:.1f} ms, recall@10 {out[label]['recall']:.3f}")
     db.close()
     return out
+
+
+def progress(message: str) -> None:
+    """A timestamped line as each phase ends (a 1M run takes many minutes)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def main() -> None:
@@ -143,19 +159,23 @@ def main() -> None:
     ap.add_argument("--setups", default="single,citus1,citus2")
     ap.add_argument("--data", choices=("synthetic", "cifar"), default="synthetic")
     ap.add_argument("--cifar-cache", type=Path, default=Path("/tmp/cifar10-efficientnet-lite0.npy"))
+    ap.add_argument("--maintenance-work-mem", default="1GB",
+                    help="for the HNSW build, on every node (a graph larger than it builds much slower)")
     args = ap.parse_args()
     if args.data == "cifar":
         vectors = cifar_vectors(args.cifar_cache)
         args.vectors = len(vectors)
     else:
         vectors = clustered_unit_vectors(args.vectors, 512, clusters=1000)
+        progress(f"{len(vectors):,} synthetic vectors made")
     args.dim = vectors.shape[1]
     results = {}
     for setup in args.setups.split(","):
         if setup == "single":
             url = plain_database(args.citus)
             try:
-                results["1 node"] = measure(url, vectors, distributed=False, shards=0, queries=args.queries)
+                results["1 node"] = measure(url, vectors, distributed=False, shards=0, queries=args.queries,
+                                            maintenance_work_mem=args.maintenance_work_mem)
             finally:
                 drop_plain(args.citus, url)
         else:
@@ -163,7 +183,8 @@ def main() -> None:
             url = create_database(args.citus, workers=workers, prefix="visearch_bench_")
             try:
                 results[f"Citus, {workers} worker{'s' if workers > 1 else ''}"] = measure(
-                    url, vectors, distributed=True, shards=args.shards, queries=args.queries)
+                    url, vectors, distributed=True, shards=args.shards, queries=args.queries,
+                    maintenance_work_mem=args.maintenance_work_mem)
             finally:
                 drop_database(args.citus, url)
         print_table(results, args, final=False)  # each setup as it finishes: a run takes long

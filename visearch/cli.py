@@ -56,7 +56,10 @@ def db_upgrade(obj: CliContext):
 
     url, _ = resolve_url(obj.settings)
     check_server(url)
-    click.echo(f"schema at revision {migrate.upgrade(url)}")
+    try:
+        click.echo(f"schema at revision {migrate.upgrade(url)}")
+    except migrate.MigrationRefused as exc:
+        fail(exc)
 
 
 @db.command("distribute")

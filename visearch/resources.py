@@ -38,7 +38,7 @@ def read_sql(name: str) -> str:
 def function_definitions(name: str, functions: tuple[str, ...]) -> list[str]:
     """The ``CREATE FUNCTION f(...) ... END $$;`` statements of ``functions`` in ``sql/<name>``,
     each turned into ``CREATE OR REPLACE FUNCTION``, in the order asked (for restoring a frozen
-    revision's definitions: a downgrade, or a Citus schema that keeps an older form).
+    revision's definitions, e.g. a downgrade).
 
     Raises:
         LookupError: a function is not defined in that file.

@@ -31,7 +31,7 @@ from psycopg.types.json import Jsonb
 from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
-from visearch.ingest.writer import ensure_concepts, ensure_dataset
+from visearch.ingest.writer import ensure_concepts, ensure_dataset, lock_dataset_images
 from visearch.resources import read_sql
 from visearch.search.histogram import DEFAULT_MAX_CONSIDERED, ScoreHistogram, score_histogram
 from visearch.search.service import SearchRequest, SearchResult, search
@@ -398,14 +398,19 @@ def copy_images(
         collection = _one(conn, owner, collection_id)
         if create:
             dataset_id = ensure_dataset(conn, name)
+            # committed first, as ingest does: on Citus the shards' queue triggers reach the
+            # coordinator over their own connections, which see committed datasets only
+            conn.commit()
         else:
             row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
             if row is None:
                 raise NotFoundError(f"unknown dataset {name!r}: create it first, or pass create=true")
             dataset_id = row[0]
-        pairs = conn.execute(
+        lock_dataset_images(conn, dataset_id)  # one image per (dataset, sha256), as ingest keeps it
+        rows = conn.execute(
             read_sql("collections/copy_images.sql"), {"collection_id": collection_id, "dataset_id": dataset_id}
         ).fetchall()
+        pairs = [(source, new) for source, new in rows if new is not None]
         labels, boxes = conn.execute(
             read_sql("collections/copy_image_details.sql"),
             {
@@ -414,14 +419,9 @@ def copy_images(
                 "with_annotations": with_annotations,
             },
         ).fetchone()
-        distinct = conn.execute(
-            "SELECT count(DISTINCT i.sha256) FROM collection_items ci JOIN images i ON i.id = ci.image_id"
-            " WHERE ci.collection_id = %s",
-            (collection_id,),
-        ).fetchone()[0]
     return CopyReport(
         dataset_id=int(dataset_id), dataset=name, images=collection.images, images_copied=len(pairs),
-        images_existing=int(distinct) - len(pairs), labels_copied=int(labels), annotations_copied=int(boxes),
+        images_existing=len(rows) - len(pairs), labels_copied=int(labels), annotations_copied=int(boxes),
     )
 
 

@@ -20,13 +20,11 @@ import psycopg
 import psycopg.sql
 
 from visearch.config import Settings, get_settings
-from visearch.resources import function_definitions, read_sql
+from visearch.resources import read_sql
 
 #: Shards per distributed table: a few per worker core lets Citus rebalance and run shards in
 #: parallel (Citus's own default is 32).
 DEFAULT_SHARD_COUNT = 32
-# revision 0007's curation functions, which a distributed schema keeps (see distribute())
-CURATION_FUNCTIONS_0007 = ("refresh_neighbour_edges", "label_error_suspects", "near_duplicate_pairs")
 
 
 class CitusError(RuntimeError):
@@ -53,30 +51,34 @@ def is_distributed(conn: psycopg.Connection) -> bool:
     if citus_version(conn) is None:
         return False
     return bool(conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'images'::regclass)"
+        "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass('images'))"
     ).fetchone()[0])
 
 
 def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT, settings: Settings | None = None) -> list[Placement]:
     """Distribute the schema at ``url`` (a Citus coordinator); return every table's placement.
 
-    The placement is one transaction (all or nothing); then the triggers of reference tables are
-    disabled on the workers' copies (``sql/citus/reference_triggers.sql``) and pgvector's search
-    settings (``settings.hnsw_ef_search``, iterative scans) become every worker's defaults for
-    the database. On a schema already distributed only those two steps run (do it after adding a
-    node).
+    The placement is one transaction (all or nothing); then the curation functions get their
+    Citus form (``sql/citus/curation.sql``), the triggers of reference tables are disabled on the
+    workers' copies (``sql/citus/reference_triggers.sql``) and pgvector's search settings
+    (``settings.hnsw_ef_search``, iterative scans) become every worker's defaults for the
+    database. On a schema already distributed only those steps run (do it after adding a node).
 
     Raises:
-        CitusError: no ``citus`` extension, no active worker node, or the coordinator is not
-            in Citus's node list.
+        CitusError: no ``citus`` extension, the schema is not at the newest revision, no active
+            worker node, or the coordinator is not in Citus's node list.
     """
     with psycopg.connect(url, autocommit=True) as conn:
         if citus_version(conn) is None:
             raise CitusError("the server has no citus extension: run CREATE EXTENSION citus on "
                              "the coordinator and every worker (see README 'Scaling')")
-        if is_distributed(conn):  # again, e.g. after adding a node: triggers and settings only
-            conn.execute(read_sql("citus/reference_triggers.sql"))
-            _set_hnsw_on_workers(conn, settings or get_settings())
+        from visearch.db.migrate import current_revision, head_revision, is_at_head
+
+        if not is_at_head(url):  # distribute.sql places the newest schema's tables
+            raise CitusError(f"the schema is at revision {current_revision(url)}, not {head_revision()}: "
+                             "run visearch db upgrade first")
+        if is_distributed(conn):  # again, e.g. after adding a node: the steps after placement
+            _after_placement(conn, settings or get_settings())
             return placements(conn)
         workers = conn.execute("SELECT count(*) FROM citus_get_active_worker_nodes()").fetchone()[0]
         if not workers:
@@ -94,14 +96,26 @@ def distribute(url: str, *, shard_count: int = DEFAULT_SHARD_COUNT, settings: Se
             conn.execute(f"SET LOCAL citus.shard_count = {int(shard_count)}")
             conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
             conn.execute(read_sql("citus/distribute.sql"))
-            # Citus cannot run 0013's dataset-scoped lookups (a correlated subquery on images
-            # per neighbour row): the shards keep 0007's unscoped forms, made Citus-safe below.
-            for statement in function_definitions("schema/0007_curation.sql", CURATION_FUNCTIONS_0007):
-                conn.execute(statement)
-            conn.execute(read_sql("citus/curation.sql"))
-        conn.execute(read_sql("citus/reference_triggers.sql"))
-        _set_hnsw_on_workers(conn, settings or get_settings())
+        _after_placement(conn, settings or get_settings())
         return placements(conn)
+
+
+def refresh_distributed_schema(url: str, settings: Settings | None = None) -> None:
+    """Re-apply what ``distribute`` does after placing the tables, on a schema distributed
+    already: ``visearch db upgrade`` runs it after the migrations it may run there (a migration
+    re-creates the functions it changes in their one-node form)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        _after_placement(conn, settings or get_settings())
+
+
+def _after_placement(conn: psycopg.Connection, settings: Settings) -> None:
+    """The steps of ``distribute`` that may run any number of times: 0013's dataset-scoped
+    neighbour lookups in the form Citus distributes (``sql/citus/curation.sql``), the reference
+    tables' triggers on the coordinator only, pgvector's settings on the workers."""
+    with conn.transaction():
+        conn.execute(read_sql("citus/curation.sql"))
+    conn.execute(read_sql("citus/reference_triggers.sql"))
+    _set_hnsw_on_workers(conn, settings)
 
 
 def _set_hnsw_on_workers(conn: psycopg.Connection, settings: Settings) -> None:

@@ -232,12 +232,16 @@ def open_database(settings: Settings | None = None, *, upgrade: bool = True) -> 
     """Connect to (or start) the database, check it, and migrate it to the newest schema.
 
     Raises:
-        DatabaseSetupError: the server is unreachable, too old, or lacks pgvector.
+        DatabaseSetupError: the server is unreachable, too old, or lacks pgvector; or the schema
+            is distributed (Citus) and behind a revision that cannot run there.
     """
     settings = settings or get_settings()
     url, embedded = resolve_url(settings)
     check_server(url)
     if upgrade and not migrate.is_at_head(url):
         log.info("migrating the schema to %s", migrate.head_revision())
-        migrate.upgrade(url)
+        try:
+            migrate.upgrade(url)
+        except migrate.MigrationRefused as exc:  # a Citus schema behind the code: the steps to take
+            raise DatabaseSetupError(str(exc)) from exc
     return Database(url=url, embedded=embedded)

@@ -80,13 +80,65 @@ def is_at_head(url: str) -> bool:
     return current == head_revision()
 
 
+class MigrationRefused(RuntimeError):
+    """A migration that cannot run on this database as it is; the message says what to do."""
+
+
+#: The module attribute with which a revision script says that its SQL runs as it is on a
+#: schema distributed by ``visearch db distribute`` (Citus): it only (re)creates functions, or
+#: changes tables in ways Citus propagates to the shards (ADD COLUMN without a rewrite of the
+#: rows, CREATE INDEX). Revisions without it are refused there (see :func:`upgrade`).
+CITUS_SAFE = "runs_on_citus"
+
+
 def upgrade(url: str, revision: str = "head") -> str:
     """Bring the schema at ``url`` to ``revision``; return the revision now current.
 
     Several processes may call this at once: a session advisory lock serialises them and the
     later ones find nothing left to do.
+
+    On a schema distributed with Citus (``visearch db distribute``), the revisions to run must
+    each say ``runs_on_citus = True`` (:data:`CITUS_SAFE`); after them the Citus forms of
+    functions are applied again (:func:`visearch.db.citus.refresh_distributed_schema`).
+
+    Raises:
+        MigrationRefused: the schema is distributed and a revision to run is not marked as
+            running there; nothing was changed. The message names the revisions and the steps
+            to take instead (README "Scaling", "Upgrading a distributed database").
     """
     return _run("upgrade", url, revision)
+
+
+def _pending(cfg, current: str | None, revision: str) -> list:
+    """The revision scripts an upgrade from ``current`` to ``revision`` runs, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    return list(reversed(list(ScriptDirectory.from_config(cfg).iterate_revisions(revision, current))))
+
+
+def _refuse_unless_citus_safe(cfg, url: str, revision: str) -> bool:
+    """Whether the schema is distributed; raise :class:`MigrationRefused` if it is and a revision
+    to run is not marked :data:`CITUS_SAFE`."""
+    import psycopg
+
+    from visearch.db.citus import is_distributed
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not is_distributed(conn):
+            return False
+    current = current_revision(url)
+    unsafe = [s.revision for s in _pending(cfg, current, revision) if not getattr(s.module, CITUS_SAFE, False)]
+    if unsafe:
+        raise MigrationRefused(
+            f"this database is distributed with Citus (visearch db distribute) at revision {current}, "
+            f"and revision(s) {', '.join(unsafe)} change distributed tables in ways that only run on "
+            "one node; nothing was changed. Move the data into a new database instead: create it "
+            "on the cluster (citus and vector on every node, citus_set_coordinator_host and "
+            "citus_add_node in it), run `visearch db upgrade` and `visearch db distribute` there, "
+            "then `visearch ingest` the datasets into it and `visearch embed` (see README "
+            "'Scaling', 'Upgrading a distributed database'). Until then, run the visearch release "
+            f"whose newest revision is {current}.")
+    return True
 
 
 def downgrade(url: str, revision: str) -> str:
@@ -105,9 +157,14 @@ def _run(direction: str, url: str, revision: str) -> str:
         conn.commit()
         try:
             cfg = alembic_config(url)
+            distributed = direction == "upgrade" and _refuse_unless_citus_safe(cfg, url, revision)
             cfg.attributes["connection"] = conn
             getattr(command, direction)(cfg, revision)
             conn.commit()
+            if distributed:
+                from visearch.db.citus import refresh_distributed_schema
+
+                refresh_distributed_schema(url)
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
             conn.commit()

@@ -105,6 +105,20 @@ class NewImage:
     data: bytes
 
 
+def lock_dataset_images(conn: psycopg.Connection, dataset_id: int) -> None:
+    """Take the per-dataset lock that keeps one image per (dataset, sha256), until the
+    transaction ends (a transaction advisory lock; on Citus, on the coordinator).
+
+    Every writer that adds images to a dataset (``insert_images``, a collection's copy into a
+    dataset) takes it, then inserts only the sha256s the dataset does not have (an anti-join), in
+    a statement that starts after the lock is granted, so it sees what the previous holder
+    committed. ``ON CONFLICT (dataset_id, sha256)`` cannot be the rule: on Citus a unique
+    constraint must contain the distribution column (the image id), so that constraint exists on
+    one node only. ``conn`` must be inside a transaction (not autocommit).
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('visearch.ingest:' || %s, 0))", (dataset_id,))
+
+
 def insert_images(
     conn: psycopg.Connection, dataset_id: int, rows: Sequence[NewImage], *, store_bytes: bool
 ) -> tuple[dict[bytes, ImageRef], set[bytes]]:
@@ -115,12 +129,11 @@ def insert_images(
     """
     if not rows:
         return {}, set()
-    # One image per (dataset, sha256). The check is the anti-join under a per-dataset lock, not
-    # ON CONFLICT (dataset_id, sha256): on Citus a unique constraint must contain the
-    # distribution column (the image id), so that constraint exists on one node only (where ON
-    # CONFLICT DO NOTHING still skips a row another writer inserted without the lock). The lock
-    # lasts until the batch commits, so two ingests of one dataset never add the same bytes twice.
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('visearch.ingest:' || %s, 0))", (dataset_id,))
+    # One image per (dataset, sha256): the anti-join under the dataset's lock (see
+    # lock_dataset_images; on one node ON CONFLICT DO NOTHING still skips a row another writer
+    # inserted without the lock). The lock lasts until the batch commits, so two ingests of one
+    # dataset never add the same bytes twice.
+    lock_dataset_images(conn, dataset_id)
     shas = [r.sha256 for r in rows]
     inserted = conn.execute(
         """

@@ -1,0 +1,28 @@
+"""Plans of the collection statements Citus made us rewrite (``sql/collections/``), on one node:
+the copy's "does the dataset have these bytes" check reads the (dataset_id, sha256) index, and
+a page of a collection reads collection_items by its key."""
+
+from __future__ import annotations
+
+import psycopg
+
+from visearch.resources import read_sql
+
+
+def _plan(db, name: str, params: dict) -> str:
+    with db.connect() as conn:
+        # empty tables: a sequential scan costs nothing, so rule it out to see the index is usable
+        conn.execute("SET enable_seqscan = off")
+        return "\n".join(r[0] for r in psycopg.ClientCursor(conn).execute(
+            "EXPLAIN " + read_sql(name), params))
+
+
+def test_copy_checks_the_target_dataset_s_contents_through_its_dataset_sha256_index(db):
+    plan = _plan(db, "collections/copy_images.sql", {"collection_id": 1, "dataset_id": 2})
+    # probed per content (dataset and sha256 in the index condition), not the whole dataset read
+    assert "images_dataset_id_sha256_key" in plan and "Index Cond: ((dataset_id = 2) AND (sha256 = ANY" in plan, plan
+
+
+def test_a_collection_page_reads_its_items_by_the_collection_key(db):
+    plan = _plan(db, "collections/items_page.sql", {"collection_id": 1, "offset": 10, "limit": 5})
+    assert "collection_items_pkey" in plan and "Seq Scan on collection_items" not in plan, plan
