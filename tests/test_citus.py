@@ -579,3 +579,42 @@ def test_curation_functions_run_on_citus_and_agree_with_a_single_node(citus_coco
     assert copied and any(a[0] == b[0] == "coco128" and copied & {a[1], b[1]} for a, b, _ in pairs)
     for key, value in out["citus"].items():
         assert value == out["single"][key], key
+
+
+def test_a_collection_is_saved_tagged_and_exported_on_citus_as_on_a_single_node(citus_coco, single_coco):
+    """What a person does with a search's collection (save it, tag its images, export it as COCO
+    and CSV) on the distributed schema, next to the same on one node: the same names, reports,
+    labels and exported boxes (ids differ between the two databases: compared by content)."""
+    from visearch.collections import save_collection, search_to_collection, tag_images
+    from visearch.collections.export import export_coco, export_csv
+
+    cdb, _, _ = citus_coco
+    out = []
+    for side in (single_coco, cdb):
+        got = []
+        for mode in ("objects", "images"):
+            kept = search_to_collection(side, Settings(), OWNER, SearchRequest(
+                mode=mode, concepts=["person"], datasets=["coco128"], exact=True, model=cdb.model.name),
+                limit=5, depth=12)
+            cid = kept.collection.id
+            saved = save_collection(side, OWNER, cid, f"people {mode}")
+            again = save_collection(side, OWNER, cid, f"people {mode} renamed")  # a saved one is renamed
+            report = tag_images(side, OWNER, cid, [f"citus-{mode}"])
+            coco = export_coco(side, OWNER, cid)
+            files = {i["id"]: i["file_name"] for i in coco["images"]}
+            boxes = sorted((files[a["image_id"]], tuple(round(v, 2) for v in a["bbox"]),
+                            next(c["name"] for c in coco["categories"] if c["id"] == a["category_id"]))
+                           for a in coco["annotations"])
+            rows = [line.split(",") for line in export_csv(side, OWNER, cid).splitlines()[1:]]
+            with side.connect() as conn:
+                labelled = conn.execute(
+                    "SELECT count(*) FROM image_labels l JOIN concepts k ON k.id = l.concept_id WHERE k.name = %s",
+                    (f"citus-{mode}",)).fetchone()[0]
+            got.append((saved.saved, saved.name, again.name, again.saved_at == saved.saved_at,
+                        (report.images, report.images_tagged, report.labels_added, report.images_gone), labelled,
+                        len(coco["images"]), boxes, [(r[0], r[1], r[4], r[5]) for r in rows]))
+        out.append(got)
+    assert out[1] == out[0]
+    objects, images = out[0]
+    assert objects[1:3] == ("people objects", "people objects renamed") and objects[3]
+    assert objects[5] == objects[4][1] > 0 and len(objects[7]) >= 12 and len(images[8]) == images[6] > 0

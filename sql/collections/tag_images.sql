@@ -1,31 +1,14 @@
--- Label every image of a collection with each concept (image_labels.source = %(source)s);
--- labels already there are left alone; %(image_ids)s (bigint[] or NULL): only those of its
--- images. Images deleted meanwhile (even by a transaction that
--- commits while this runs) are skipped and reported: the images still there are locked
--- (FOR KEY SHARE, what the foreign key check takes anyway) before their labels go in, so a
--- concurrent delete either waits for this statement or is seen as gone by it.
--- Returns: images listed, images tagged, labels added, ids of the images gone.
-WITH listed AS (
-    SELECT DISTINCT image_id FROM collection_items
-    WHERE collection_id = %(collection_id)s
-      AND (%(image_ids)s::bigint[] IS NULL OR image_id = ANY (%(image_ids)s::bigint[]))
-),
-present AS (
-    SELECT i.id
-    FROM images i
-    JOIN listed l ON l.image_id = i.id
-    FOR KEY SHARE OF i
-),
-added AS (
-    INSERT INTO image_labels (image_id, concept_id, source)
-    SELECT p.id, k.concept_id, %(source)s
-    FROM present p
-    CROSS JOIN unnest(%(concept_ids)s::bigint[]) AS k (concept_id)
-    ON CONFLICT (image_id, concept_id, source) DO NOTHING
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM listed) AS listed,
-       (SELECT count(*) FROM present) AS tagged,
-       (SELECT count(*) FROM added) AS labels_added,
-       coalesce((SELECT array_agg(image_id ORDER BY image_id) FROM listed
-                 WHERE image_id NOT IN (SELECT id FROM present)), '{}') AS gone;
+-- Label images %(image_ids)s (bigint[]: a collection's images, visearch.collections.service
+-- tag_images) with each concept %(concept_ids)s (image_labels.source = %(source)s); labels
+-- already there are left alone. Images deleted meanwhile are not selected; one deleted by a
+-- transaction that commits while this statement runs makes the foreign key check fail (it
+-- waits for that transaction first): the caller rolls back to its savepoint and runs it again,
+-- and the image is then gone. (No FOR KEY SHARE on the images first: Citus refuses row locks
+-- in a statement over several shards, and the foreign key check takes the same lock.)
+-- Returns: the number of labels added (the statement's row count).
+INSERT INTO image_labels (image_id, concept_id, source)
+SELECT i.id, k.concept_id, %(source)s
+FROM images i
+CROSS JOIN unnest(%(concept_ids)s::bigint[]) AS k (concept_id)
+WHERE i.id = ANY (%(image_ids)s::bigint[])
+ON CONFLICT (image_id, concept_id, source) DO NOTHING;

@@ -294,11 +294,10 @@ def save_collection(db: Database, owner: str, collection_id: int, name: str) -> 
         ).fetchone()
         if clash:
             raise ConflictError(f"you already have a saved collection named {name!r} (id {clash[0]})")
-        conn.execute(
-            "UPDATE collections SET name = %s, saved = true, saved_at = coalesce(saved_at, now())"
-            " WHERE id = %s",
-            (name, collection_id),
-        )
+        conn.execute("UPDATE collections SET name = %s, saved = true WHERE id = %s", (name, collection_id))
+        # first save only; a separate statement, not coalesce(saved_at, now()): Citus refuses a
+        # non-immutable function inside COALESCE or CASE when it writes a reference table
+        conn.execute("UPDATE collections SET saved_at = now() WHERE id = %s AND saved_at IS NULL", (collection_id,))
         return _one(conn, owner, collection_id)
 
 
@@ -340,11 +339,21 @@ def tag_images(
         collection = _one(conn, owner, collection_id)
         ids, created = ensure_concepts(conn, names)
         concept_ids = list(dict.fromkeys(ids[n] for n in names))
-        _listed, tagged, added, gone = conn.execute(
-            read_sql("collections/tag_images.sql"),
-            {"collection_id": collection_id, "concept_ids": concept_ids, "source": COLLECTION_LABEL_SOURCE,
-             "image_ids": list(image_ids) or None},
-        ).fetchone()
+        listed = [r[0] for r in conn.execute(
+            "SELECT DISTINCT image_id FROM collection_items WHERE collection_id = %s"
+            " AND (%s::bigint[] IS NULL OR image_id = ANY (%s::bigint[])) ORDER BY image_id",
+            (collection_id, list(image_ids) or None, list(image_ids) or None))]
+        params = {"image_ids": listed, "concept_ids": concept_ids, "source": COLLECTION_LABEL_SOURCE}
+        for attempt in range(3):
+            try:
+                with conn.transaction():  # a savepoint: an image deleted meanwhile fails only this
+                    added = conn.execute(read_sql("collections/tag_images.sql"), params).rowcount
+                break
+            except psycopg.errors.ForeignKeyViolation:
+                if attempt == 2:
+                    raise
+        present = {r[0] for r in conn.execute("SELECT id FROM images WHERE id = ANY (%s)", (listed,))}
+        tagged, gone = len(present), [i for i in listed if i not in present]
         stored = [r[0] for r in conn.execute(
             "SELECT name FROM concepts WHERE id = ANY(%s) ORDER BY array_position(%s, id)",
             (concept_ids, concept_ids),
