@@ -13,7 +13,7 @@ meanwhile; enabling also notifies the workers (trigger in ``0002_freshness.sql``
 Models: an *active* model gets every new or changed item queued and is embedded by workers
 that are not pinned to a model; activating (or adding) one queues everything it has not
 embedded (trigger in ``0001_queue_triggers.sql``). Which active model answers a search is
-decided per search (:mod:`visearch.search.serving`).
+decided per search (:func:`visearch.search.serving_model`).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class ModelInfo:
 
 def list_models(db: Database) -> list[ModelInfo]:
     """Registered models, oldest first, with vector and queue counts and the serving flag."""
-    from visearch.search.serving import serving_model
+    from visearch.search import serving_model
 
     with db.connect() as conn:
         with conn.cursor(row_factory=class_row(ModelInfo)) as cur:
@@ -254,7 +254,7 @@ def add_model(db: Database, spec: str, *, device: str = "cpu") -> tuple[ModelRow
     Returns:
         The model's row and how many items are now queued for it (its backlog: every image and
         box without a vector for it). Workers embed them in the background; searches switch to
-        it per dataset once it covers them (:mod:`visearch.search.serving`).
+        it per dataset once it covers them (:func:`visearch.search.serving_model`).
 
     Raises:
         UnknownModelError, ModelWeightsNotFoundError: the spec cannot be loaded.

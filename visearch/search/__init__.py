@@ -2,19 +2,27 @@
 
 from visearch.search.query import ParsedQuery, parse_query
 from visearch.search.service import (
+    Coverage,
     ImageHit,
     ObjectHit,
+    ScoreHistogram,
     SearchRequest,
     SearchResult,
+    score_histogram,
     search,
+    serving_model,
 )
 
 __all__ = [
+    "Coverage",
     "ImageHit",
     "ObjectHit",
     "ParsedQuery",
+    "ScoreHistogram",
     "SearchRequest",
     "SearchResult",
     "parse_query",
+    "score_histogram",
     "search",
+    "serving_model",
 ]
