@@ -47,12 +47,15 @@ def sql_blocks(name: str) -> dict[str, str]:
 
     Raises:
         FileNotFoundError: no such file.
+        ValueError: two blocks with the same name (the second would hide the first).
     """
     blocks: dict[str, list[str]] = {}
     current = None
     for line in read_sql(name).splitlines():
         if line.startswith("-- name:"):
             current = line.split(":", 1)[1].strip()
+            if current in blocks:
+                raise ValueError(f"sql/{name}: two blocks named {current!r}")
             blocks[current] = []
         elif current is not None and line.strip() and not line.lstrip().startswith("--"):
             blocks[current].append(line)
