@@ -11,7 +11,8 @@ PostgreSQL, and a search by one stored item that repeats an earlier request's ki
 datasets, concepts, limit) one: its ranking statement is sent with the context statement (see
 :func:`search`). The CLI and the HTTP API both call :func:`search`. Further down: which model
 serves a search and how much of the datasets it covers (:func:`serving_model`,
-:class:`Coverage`), and the score histogram over a search's candidates (:func:`score_histogram`).
+:class:`Coverage`), the score histogram over a search's candidates (:func:`score_histogram`),
+and query strings (:func:`parse_query`).
 
 Exact or approximate, decided from cheap information, never by counting the candidates:
 
@@ -35,6 +36,7 @@ So a search returns min(limit, matches) rows, never fewer because of the index;
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,7 +53,6 @@ from visearch.db.models import ModelRow
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
 from visearch.search import filters
-from visearch.search.query import parse_query
 from visearch.search.query_vector import resolve_query_vector
 from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, render
 
@@ -815,3 +816,29 @@ def score_histogram(
         sampled=sample,
         query_items=int(query_items),
     )
+
+
+# ---- Query strings -----------------------------------------------------------------------------
+# Free text plus ``#concept`` terms, e.g. ``"a person riding a bicycle #helmet"``.
+
+_CONCEPT_TERM = re.compile(r"(?<!\S)#([^\s#]+)")
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    text: str | None  # what remains once the #terms are taken out; None when nothing does
+    concepts: tuple[str, ...]  # terms as typed, without '#', in order, deduplicated; the database's
+    # concept_tag() turns them into tags (sql/search/context.sql)
+
+
+def parse_query(query: str) -> ParsedQuery:
+    """Split a query into its free text and its ``#concept`` terms.
+
+    >>> parse_query("a dog on a sofa #dog #couch")
+    ParsedQuery(text='a dog on a sofa', concepts=('dog', 'couch'))
+    >>> parse_query("#traffic_light")
+    ParsedQuery(text=None, concepts=('traffic_light',))
+    """
+    terms = tuple(dict.fromkeys(_CONCEPT_TERM.findall(query)))
+    text = " ".join(_CONCEPT_TERM.sub(" ", query).split())
+    return ParsedQuery(text=text or None, concepts=terms)

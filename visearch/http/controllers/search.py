@@ -37,8 +37,7 @@ from visearch.http.schemas import (
     SearchBody,
     SearchResponse,
 )
-from visearch.search import SearchRequest
-from visearch.search.query import parse_query
+from visearch.search import SearchRequest, parse_query
 
 THUMBNAIL_SIZE = 256
 
