@@ -77,7 +77,7 @@ class DatasetController(Controller):
     def create(self, db: DB, data: JSONBody[DatasetBody]) -> DatasetOut:
         """Create an empty dataset (AI search enabled). 201; 409 if the name is taken."""
         return _dataset(admin.create_dataset(db, data.name, description=data.description,
-                                                      metadata=data.metadata))
+                                             metadata=data.metadata))
 
     @get(sync_to_thread=True, summary="List datasets", responses=error_responses(401))
     def list_datasets(self, db: DB) -> list[DatasetOut]:
