@@ -43,10 +43,10 @@ SERVICES: dict[str, tuple[str, str]] = {
     "visearch model activate": ("visearch/admin.py", ""),
     "visearch model deactivate": ("visearch/admin.py", ""),
     "POST /v1/search": ("visearch/collections/service.py -> visearch/search/service.py",
-                        "sql/search/*.sql, sql/collections/insert_search.sql"),
-    "GET /v1/collections": ("visearch/collections/service.py", "sql/collections/select_collections.sql"),
+                        "sql/search/*.sql, sql/collections/collection.sql"),
+    "GET /v1/collections": ("visearch/collections/service.py", "sql/collections/collection.sql"),
     "GET /v1/collections/{collection_id:int}": ("visearch/collections/service.py",
-                                                "sql/collections/items_page.sql"),
+                                                "sql/collections/collection.sql"),
     "DELETE /v1/collections/{collection_id:int}": ("visearch/collections/service.py", ""),
     "POST /v1/collections/{collection_id:int}/save": ("visearch/collections/service.py", ""),
     "POST /v1/collections/{collection_id:int}/tags": ("visearch/collections/service.py",
@@ -71,15 +71,15 @@ SERVICES: dict[str, tuple[str, str]] = {
     "GET /health": ("visearch/http/app.py", ""),
     # commands and routes of other branches (issues 7, 10, 11, 12), for when they are merged
     "visearch collections send": ("visearch/integrations/send.py", "sql/integrations/*.sql"),
-    "visearch sample": ("visearch/curation/sample.py (k-means: faiss)", "sql/search/candidates.sql, sql/curation/candidate_vectors.sql"),
+    "visearch sample": ("visearch/curation/sample.py (k-means: faiss)", "sql/search/statements.sql (candidates), sql/curation/candidate_vectors.sql"),
     "visearch duplicates": ("visearch/curation/duplicates.py", "sql/curation/duplicate_*.sql, exact_duplicates.sql"),
     "visearch suspects": ("visearch/curation/suspects.py", "label_error_suspects() in sql/schema/0013_curation_scoped_neighbours.sql"),
-    "POST /v1/sample": ("visearch/curation/sample.py", "sql/search/candidates.sql, sql/curation/candidate_vectors.sql"),
+    "POST /v1/sample": ("visearch/curation/sample.py", "sql/search/statements.sql (candidates), sql/curation/candidate_vectors.sql"),
     "GET /v1/datasets/{dataset_id:int}/duplicates": ("visearch/curation/duplicates.py", "sql/curation/duplicate_*.sql"),
     "GET /v1/datasets/{dataset_id:int}/suspects": ("visearch/curation/suspects.py",
                                                    "label_error_suspects() in sql/schema/0013_curation_scoped_neighbours.sql"),
     "POST /v1/collections/{collection_id:int}/feedback": ("visearch/curation/refine.py (Rocchio), visearch/search/",
-                                                          "sql/search/*.sql"),
+                                                          "sql/search/*.sql, sql/collections/collection.sql"),
     "visearch connect label-studio": ("visearch/integrations/", "sql/integrations/*.sql"),
     "visearch dataset delete": ("visearch/admin.py", "sql/admin/dataset_contents.sql"),
     "visearch dataset rename": ("visearch/admin.py", ""),
@@ -105,17 +105,26 @@ SERVICES: dict[str, tuple[str, str]] = {
     "GET /v1/models": ("visearch/admin.py (list_models)", "sql/admin/models.sql, sql/queue/queued.sql"),
 }
 
-# The files one `POST /v1/search` (by stored image ids) runs code in, in the order a reader
-# follows it, and the SQL files it reads; tests/test_examples.py traces a real request and
-# checks this list. Left out: the plumbing every route shares (SEARCH_PLUMBING).
-SEARCH_PATH = [
-    "visearch/http/controllers/search.py", "visearch/collections/service.py", "visearch/curation/refine.py",
-    "visearch/search/service.py", "visearch/search/query_vector.py", "visearch/search/serving.py",
-    "visearch/search/statements.py", "visearch/search/histogram.py", "visearch/http/convert.py",
-    "sql/search/context.sql", "sql/status/coverage.sql", "sql/search/fragments.sql", "sql/search/rank_images.sql",
-    "sql/search/score_histogram.sql", "sql/collections/insert_search.sql",
-    "sql/collections/select_collections.sql", "sql/collections/items_page.sql",
-]
+# The files one `POST /v1/search` (by stored image ids, over an embedded dataset) runs code in,
+# in the order a reader follows it, and the SQL files it reads; tests/test_examples.py traces a
+# real request and checks this list. Left out: the plumbing every route shares (SEARCH_PLUMBING).
+SEARCH_PATH = {
+    "visearch/http/controllers/search.py": "parses the body; builds the response, with each item's links",
+    "visearch/collections/service.py": "`search_to_collection`: search, histogram, keep the ranking, read page 1",
+    "visearch/search/service.py": "`search`; further down the serving model and coverage, `score_histogram`, `parse_query`",
+    "sql/search/context.sql": "names, model, index, filter sizes and the stored query vectors: one statement",
+    "visearch/search/query_vector.py": "the query vector (here: the mean of the stored vectors)",
+    "visearch/search/statements.py": "`Shape`: composes the ranking and histogram statements",
+    "sql/search/statements.sql": "their templates and fragments (`rank_images`, `score_histogram`, ...)",
+    "sql/collections/collection.sql": "`insert_search`, `select_collections`, `items_page`",
+}
+# What other searches add to it (said under the list).
+SEARCH_PATH_ALSO = (
+    "While items of the searched datasets are still queued for the model, the search also counts "
+    "them (`sql/status/coverage.sql`); a text query or an uploaded image runs the model "
+    "(`visearch/embedding/`); a refinement (`diversity`, `expand`, feedback ids) goes through "
+    "`visearch/curation/refine.py`."
+)
 SEARCH_PLUMBING = [
     "visearch/http/app.py", "visearch/http/auth.py", "visearch/http/edge.py", "visearch/http/reads.py",
     "visearch/db/database.py", "visearch/db/routing.py", "visearch/resources.py",
@@ -195,7 +204,9 @@ def map_section() -> str:
         "request by `tests/test_examples.py`; left out: the plumbing every route shares, "
         + ", ".join(f"`{p}`" for p in SEARCH_PLUMBING) + "):",
         "",
-        *[f"{n}. `{p}`" for n, p in enumerate(SEARCH_PATH, 1)],
+        *[f"{n}. `{p}`: {role}" for n, (p, role) in enumerate(SEARCH_PATH.items(), 1)],
+        "",
+        SEARCH_PATH_ALSO,
     ]
     return "\n".join(rows)
 

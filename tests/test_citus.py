@@ -21,7 +21,7 @@ from visearch.db.citus import distribute
 from visearch.db.database import open_database
 from visearch.db.vectors import ensure_hnsw_index
 from visearch.search import SearchRequest, search
-from visearch.search.histogram import score_histogram
+from visearch.search import score_histogram
 
 CITUS_URL = os.environ.get("VISEARCH_TEST_CITUS_URL")
 pytestmark = pytest.mark.skipif(

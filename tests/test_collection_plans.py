@@ -6,23 +6,24 @@ from __future__ import annotations
 
 import psycopg
 
-from visearch.resources import read_sql
+from visearch.resources import read_sql, sql_blocks
 
 
-def _plan(db, name: str, params: dict) -> str:
+def _plan(db, statement: str, params: dict) -> str:
     with db.connect() as conn:
         # empty tables: a sequential scan costs nothing, so rule it out to see the index is usable
         conn.execute("SET enable_seqscan = off")
         return "\n".join(r[0] for r in psycopg.ClientCursor(conn).execute(
-            "EXPLAIN " + read_sql(name), params))
+            "EXPLAIN " + statement, params))
 
 
 def test_copy_checks_the_target_dataset_s_contents_through_its_dataset_sha256_index(db):
-    plan = _plan(db, "collections/copy_images.sql", {"collection_id": 1, "dataset_id": 2})
+    plan = _plan(db, read_sql("collections/copy_images.sql"), {"collection_id": 1, "dataset_id": 2})
     # probed per content (dataset and sha256 in the index condition), not the whole dataset read
     assert "images_dataset_id_sha256_key" in plan and "Index Cond: ((dataset_id = 2) AND (sha256 = ANY" in plan, plan
 
 
 def test_a_collection_page_reads_its_items_by_the_collection_key(db):
-    plan = _plan(db, "collections/items_page.sql", {"collection_id": 1, "offset": 10, "limit": 5})
+    plan = _plan(db, sql_blocks("collections/collection.sql")["items_page"],
+                 {"collection_id": 1, "offset": 10, "limit": 5})
     assert "collection_items_pkey" in plan and "Seq Scan on collection_items" not in plan, plan

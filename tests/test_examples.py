@@ -65,7 +65,9 @@ def test_search_from_python_example_runs_end_to_end(db, tmp_path):
 def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
     """`POST /v1/search` traced (a profiler on every thread): the visearch modules whose code runs
     for it and the SQL files it reads, leaving out the plumbing every route shares, are exactly
-    the README map's list (``SEARCH_PATH`` in scripts/readme_sections.py)."""
+    the README map's list (``SEARCH_PATH`` in scripts/readme_sections.py), at most 8 files
+    (issue 9). The dataset is fully embedded, as after a worker's pass: a search of a dataset
+    still being embedded also counts what is queued (sql/status/coverage.sql)."""
     import threading
 
     import numpy as np
@@ -85,6 +87,8 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
         ids = [add_image(conn, ds, p) for p in coco_files(3)]
         write_vectors(conn, model_id=model, item_kind="image", item_ids=ids,
                       vectors=np.eye(3, dtype=np.float32))
+        # the worker takes each item off the queue as it writes its vector (sql/queue/complete.sql)
+        conn.execute("DELETE FROM embedding_queue WHERE model_id = %s", (model,))
     package = Path(visearch.__file__).resolve().parent
     ran, sql_read, tracing = set(), set(), threading.Event()
 
@@ -115,3 +119,4 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
     assert response.status_code == 200 and response.json()["items"][0]["image_id"] == ids[0]
     followed = (ran | sql_read) - set(sections.SEARCH_PLUMBING)
     assert sorted(followed) == sorted(sections.SEARCH_PATH), "\n".join(sorted(followed))
+    assert len(sections.SEARCH_PATH) <= 8

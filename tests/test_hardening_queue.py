@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
+from psycopg import sql
+
 from visearch import catalog
 from visearch.db import queue
 from visearch.ingest import ingest_folder
-from visearch.resources import read_sql
 from visearch.search import SearchRequest, search
 
 from test_freshness import add_dataset, add_image, coco_files, fake_model
@@ -74,7 +75,7 @@ def test_interactive_writes_are_claimed_before_a_bulk_backlog(db, coco128, tmp_p
         first = conn.execute("SELECT min(item_id) FROM embedding_queue WHERE priority = 1").fetchone()[0]
         conn.execute("UPDATE images SET sha256 = sha256(sha256) WHERE id = %s", (first,))
         assert _row(conn, first)[3] == 0
-        # the claim (sql/queue/claim.sql itself, of any priority and of one) is served by the
+        # the claim (`claim` of sql/queue/claim.sql itself, of any priority and of one) is served by the
         # (model, priority, enqueued_at) index, not a sort of the queue. With a dozen rows and the
         # statistics earlier tests left, the planner may price a bitmap scan and a sort lower; the
         # costs are set aside so the plan shows whether the statement's shape lets the index
@@ -82,18 +83,18 @@ def test_interactive_writes_are_claimed_before_a_bulk_backlog(db, coco128, tmp_p
         conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off")
         for priority in (None, queue.INTERACTIVE):
             plan = "\n".join(r[0] for r in conn.execute(
-                "EXPLAIN " + read_sql("queue/claim.sql"),
+                sql.SQL("EXPLAIN ") + queue.claim_statement("claim"),
                 {"model_id": model, "worker": "w", "limit": 256, "lease_seconds": 60,
                  "dataset_ids": None, "priority": priority}))
             assert "embedding_queue_ready_priority" in plan and "Sort" not in plan, plan
         # so is the check a bulk round makes between batches: are interactive items waiting?
         plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN " + read_sql("queue/waiting.sql"),
+            sql.SQL("EXPLAIN ") + queue.claim_statement("waiting"),
             {"model_id": model, "priority": queue.INTERACTIVE, "dataset_ids": None}))
         assert "embedding_queue_ready_priority" in plan, plan
         # and the one the neighbour refresh makes after each batch: is anything claimable?
         plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN " + read_sql("queue/waiting.sql"),
+            sql.SQL("EXPLAIN ") + queue.claim_statement("waiting"),
             {"model_id": model, "priority": None, "dataset_ids": None}))
         assert "embedding_queue_ready_priority" in plan, plan
         assert queue.waiting(conn, model_id=model, priority=queue.INTERACTIVE)  # `first` above

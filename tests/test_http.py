@@ -172,7 +172,7 @@ def test_filters_concepts_required_and_excluded_metadata_and_created_range(clien
 
 def test_histogram_samples_large_candidate_sets_and_leaves_the_query_out(client, coco, api_settings):
     from visearch.search import SearchRequest, search
-    from visearch.search.histogram import score_histogram
+    from visearch.search import score_histogram
 
     result = search(coco, SearchRequest(image_ids=[1], limit=5), api_settings)
     assert result.candidates_capped  # a full page: the search itself counted nothing

@@ -345,7 +345,7 @@ def test_the_search_layer_imports_neither_the_worker_nor_torch():
     import subprocess
     import sys
 
-    code = ("import sys, visearch.search.service, visearch.search.histogram; "
+    code = ("import sys, visearch.search.service; "
             "bad = sorted(m for m in sys.modules if m.startswith(('visearch.worker', 'torch'))); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -356,7 +356,7 @@ def test_the_context_statement_counts_named_datasets_from_their_index(vectors_db
     images_dataset_external_id for images, never a scan of images or annotations (sequential
     scans priced out): the same cost for a dataset of 50 images as of 5 million."""
     from visearch.resources import read_sql
-    from visearch.search.serving import context_params
+    from visearch.search.service import context_params
 
     shared, _, _ = vectors_db
     with shared.connect(autocommit=True) as conn:
@@ -377,7 +377,7 @@ def test_the_concept_driver_size_counts_from_the_concept_indexes(vectors_db, set
     counts each required concept's image labels from image_labels_concept: auto_explain
     shows the function's own statements, with sequential scans priced out."""
     from visearch.resources import read_sql
-    from visearch.search.serving import context_params
+    from visearch.search.service import context_params
 
     shared, _, _ = vectors_db
     with shared.connect(autocommit=True) as conn:

@@ -13,7 +13,7 @@ meanwhile; enabling also notifies the workers (trigger in ``0002_freshness.sql``
 Models: an *active* model gets every new or changed item queued and is embedded by workers
 that are not pinned to a model; activating (or adding) one queues everything it has not
 embedded (trigger in ``0001_queue_triggers.sql``). Which active model answers a search is
-decided per search (:mod:`visearch.search.serving`).
+decided per search (:func:`visearch.search.serving_model`).
 """
 
 from __future__ import annotations
@@ -131,19 +131,37 @@ def dataset_ids_by_name(db: Database, names: Sequence[str]) -> list[int] | None:
     if not names:
         return None
     with db.pooled() as conn:
-        return [_dataset_id(conn, n) for n in names]
+        return dataset_ids_in(conn, names)
+
+
+def dataset_ids_in(conn: psycopg.Connection, names: Sequence[str], *, searchable: bool = False) -> list[int]:
+    """Ids of the datasets called ``names``, in their order, in one query: the one name -> id
+    lookup (the CLI's names, a search's ``datasets`` when they need explaining).
+
+    Raises:
+        NotFoundError: a name is unknown; the message lists the known names.
+        InvalidRequestError: ``searchable`` and a named dataset has AI search disabled.
+    """
+    found = {name: (id_, enabled) for name, id_, enabled in conn.execute(
+        "SELECT name, id, search_enabled FROM datasets WHERE name = ANY (%s)", (list(names),))}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise _unknown_dataset(conn, *missing)
+    disabled = [n for n in names if not found[n][1]]
+    if searchable and disabled:
+        raise InvalidRequestError(
+            f"AI search is disabled for dataset(s) {', '.join(map(repr, disabled))}; enable it first")
+    return [found[n][0] for n in names]
 
 
 def _dataset_id(conn: psycopg.Connection, name: str) -> int:
-    row = conn.execute("SELECT id FROM datasets WHERE name = %s", (name,)).fetchone()
-    if row is None:
-        raise _unknown_dataset(conn, name)
-    return row[0]
+    return dataset_ids_in(conn, [name])[0]
 
 
-def _unknown_dataset(conn: psycopg.Connection, name: str) -> NotFoundError:
+def _unknown_dataset(conn: psycopg.Connection, *names: str) -> NotFoundError:
     known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
-    return NotFoundError(f"unknown dataset {name!r}; known: {', '.join(known) or 'none'}")
+    return NotFoundError(f"unknown dataset{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))};"
+                         f" known: {', '.join(known) or 'none'}")
 
 
 def create_dataset(
@@ -235,7 +253,7 @@ class ModelInfo:
 
 def list_models(db: Database) -> list[ModelInfo]:
     """Registered models, oldest first, with vector and queue counts and the serving flag."""
-    from visearch.search.serving import serving_model
+    from visearch.search import serving_model
 
     with db.connect() as conn:
         with conn.cursor(row_factory=class_row(ModelInfo)) as cur:
@@ -254,7 +272,7 @@ def add_model(db: Database, spec: str, *, device: str = "cpu") -> tuple[ModelRow
     Returns:
         The model's row and how many items are now queued for it (its backlog: every image and
         box without a vector for it). Workers embed them in the background; searches switch to
-        it per dataset once it covers them (:mod:`visearch.search.serving`).
+        it per dataset once it covers them (:func:`visearch.search.serving_model`).
 
     Raises:
         UnknownModelError, ModelWeightsNotFoundError: the spec cannot be loaded.

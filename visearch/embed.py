@@ -292,49 +292,21 @@ def embed_pending(
         recorder = RunProgress(db, worker, row.id) if record_progress else None
         if recorder is not None:
             recorder.start()
-
-            def recorded(items: int, seconds: float, _user=on_batch) -> None:
-                recorder.batch(items)
-                if _user:
-                    _user(items, seconds)
-
-            on_batch = recorded
         if bulk:
             _drop_indexes_for_bulk_load(conn, row.id, pending)
         bar = tqdm(
             total=sum(pending.values()), unit="item", desc=f"embed {model.name}",
             disable=not progress, dynamic_ncols=True,
         )
+        run = _Run(
+            conn=conn, model=model, row=row, worker=worker, report=report, bar=bar, recorder=recorder,
+            on_batch=on_batch, stop=stop, dataset_ids=dataset_ids, batch_size=batch_size,
+            num_workers=num_workers, lease_seconds=lease_seconds, crop=crop, max_pixels=max_pixels,
+            media_roots=media_roots, max_attempts=max_attempts, backoff_seconds=backoff_seconds,
+        )
         try:
-            def embed(claims: list[queue.Claim], decode_workers, between_batches=None) -> None:
-                _embed_claims(
-                    conn, model, row, worker, claims, report, batch_size=batch_size,
-                    num_workers=decode_workers, crop=crop, max_pixels=max_pixels, media_roots=media_roots,
-                    max_attempts=max_attempts, backoff_seconds=backoff_seconds, bar=bar, stop=stop,
-                    on_batch=on_batch, between_batches=between_batches,
-                )
-
-            def serve_interactive() -> None:
-                """Between two batches of a bulk round: embed the interactive items claimable now
-                (one index probe when there are none), decoded in this process. The bulk round
-                keeps its decode processes and prefetched batches, and its claims."""
-                if not queue.waiting(conn, model_id=row.id, priority=queue.INTERACTIVE, dataset_ids=dataset_ids):
-                    return
-                report.served_between += 1
-                while not (stop and stop.is_set()):
-                    claims = queue.claim(
-                        conn, model_id=row.id, worker=worker, limit=batch_size, lease_seconds=lease_seconds,
-                        dataset_ids=dataset_ids, priority=queue.INTERACTIVE,
-                    )
-                    if not claims:
-                        return
-                    embed(claims, 0)
-
-            while not (stop and stop.is_set()):
-                claims = queue.claim(
-                    conn, model_id=row.id, worker=worker, limit=claim_size,
-                    lease_seconds=lease_seconds, dataset_ids=dataset_ids,
-                )
+            while not run.stopped():
+                claims = run.claim(claim_size)
                 if not claims:
                     break
                 # Interactive items first (claimed first), in a round of their own, decoded in
@@ -344,9 +316,9 @@ def embed_pending(
                 interactive = [c for c in claims if c.priority == queue.INTERACTIVE]
                 bulk_claims = [c for c in claims if c.priority != queue.INTERACTIVE]
                 if interactive:
-                    embed(interactive, 0 if len(interactive) <= batch_size else num_workers)
-                if bulk_claims and not (stop and stop.is_set()):
-                    embed(bulk_claims, num_workers, serve_interactive if yield_to_interactive else None)
+                    run.embed(interactive, 0 if len(interactive) <= batch_size else num_workers)
+                if bulk_claims and not run.stopped():
+                    run.embed(bulk_claims, num_workers, run.serve_interactive if yield_to_interactive else None)
         finally:
             with conn.transaction():
                 queue.release(conn, model_id=row.id, worker=worker)
@@ -360,6 +332,117 @@ def embed_pending(
                 if recorder is not None:
                     recorder.finish(report, state="stopped")
     return report
+
+
+def _stopped(stop: threading.Event | None) -> bool:
+    """Whether a run's ``stop`` (optional) is set."""
+    return stop is not None and stop.is_set()
+
+
+@dataclass
+class _Run:
+    """One :func:`embed_pending` run: what its rounds share (the connection, the model and its
+    row, the claims' owner, the report and progress) and its options (documented there)."""
+
+    conn: psycopg.Connection
+    model: EmbeddingModel
+    row: ModelRow
+    worker: str
+    report: EmbedReport
+    bar: tqdm
+    recorder: RunProgress | None
+    on_batch: Callable[[int, float], None] | None
+    stop: threading.Event | None
+    dataset_ids: list[int] | None
+    batch_size: int
+    num_workers: int | None
+    lease_seconds: float
+    crop: CropSpec
+    max_pixels: int
+    media_roots: Sequence[Path]
+    max_attempts: int
+    backoff_seconds: float
+
+    def stopped(self) -> bool:
+        return _stopped(self.stop)
+
+    def claim(self, limit: int, priority: int | None = None) -> list[queue.Claim]:
+        """Up to ``limit`` ready items of the run's datasets (of ``priority`` only, if given)."""
+        return queue.claim(self.conn, model_id=self.row.id, worker=self.worker, limit=limit,
+                           lease_seconds=self.lease_seconds, dataset_ids=self.dataset_ids, priority=priority)
+
+    def serve_interactive(self) -> None:
+        """Between two batches of a bulk round: embed the interactive items claimable now
+        (one index probe when there are none), decoded in this process. The bulk round
+        keeps its decode processes and prefetched batches, and its claims."""
+        if not queue.waiting(self.conn, model_id=self.row.id, priority=queue.INTERACTIVE,
+                             dataset_ids=self.dataset_ids):
+            return
+        self.report.served_between += 1
+        while not self.stopped():
+            claims = self.claim(self.batch_size, queue.INTERACTIVE)
+            if not claims:
+                return
+            self.embed(claims, 0)
+
+    def _batch_done(self, items: int, seconds: float) -> None:
+        if self.recorder is not None:
+            self.recorder.batch(items)
+        if self.on_batch:
+            self.on_batch(items, seconds)
+
+    def embed(self, claims: list[queue.Claim], num_workers: int | None,
+              between_batches: Callable[[], None] | None = None) -> None:
+        """Embed one round of claims with ``num_workers`` decode processes, committing batch by
+        batch; ``between_batches()`` runs after each batch but the last."""
+        conn, row, worker, report, bar = self.conn, self.row, self.worker, self.report, self.bar
+        by_key = {(c.item_kind, c.item_id): c for c in claims}
+        items, vanished, refused = _load_items(conn, claims, self.media_roots)
+        if vanished or refused:
+            with conn.transaction():
+                # deleted after being queued: nothing to embed
+                queue.complete(conn, model_id=row.id, worker=worker, claims=vanished)
+                # a file outside the media roots is never read, and retrying cannot help until the
+                # roots change: failed at once, with the reason (visearch status lists it)
+                queue.fail(conn, model_id=row.id, worker=worker, failures=refused, max_attempts=1,
+                           backoff_seconds=self.backoff_seconds)
+            report.failures += refused
+            bar.update(len(vanished) + len(refused))
+        batches = iter_embedded_batches(
+            items, self.model, batch_size=self.batch_size, num_workers=num_workers, crop=self.crop,
+            max_pixels=self.max_pixels,
+        )
+        left = len(items)
+        try:
+            for batch in batches:
+                t0 = time.perf_counter()
+                left -= len(batch.keys) + len(batch.failures)
+                with conn.transaction():
+                    done = queue.complete(
+                        conn, model_id=row.id, worker=worker, claims=[by_key[k] for k in batch.keys]
+                    )
+                    for kind in ITEM_KINDS:
+                        idx = [i for i, k in enumerate(batch.keys) if k[0] == kind and k in done]
+                        if idx:
+                            write_vectors(
+                                conn, model_id=row.id, item_kind=kind,
+                                item_ids=[batch.keys[i][1] for i in idx], vectors=batch.vectors[idx],
+                            )
+                            report.embedded[kind] += len(idx)
+                    failures = [(key[0], key[1], reason) for key, reason in batch.failures]
+                    queue.fail(
+                        conn, model_id=row.id, worker=worker, failures=failures,
+                        max_attempts=self.max_attempts, backoff_seconds=self.backoff_seconds,
+                    )
+                    report.failures += failures
+                bar.update(len(batch.keys) + len(batch.failures))
+                self._batch_done(len(batch.keys), time.perf_counter() - t0)
+                if self.stopped():
+                    return
+                if left and between_batches is not None:
+                    between_batches()
+        finally:
+            batches.close()  # stops the decode processes at once when the round ends early
 
 
 def _has_vectors(conn, kind: str, model_id: int) -> bool:
@@ -400,7 +483,7 @@ def refresh_neighbour_edges(
 
     return refresh_neighbours(
         conn, model_id, batch=batch,
-        until=lambda: bool(stop and stop.is_set()) or queue.waiting(conn, model_id=model_id, dataset_ids=dataset_ids),
+        until=lambda: _stopped(stop) or queue.waiting(conn, model_id=model_id, dataset_ids=dataset_ids),
     )
 
 
@@ -412,59 +495,3 @@ def _drop_indexes_for_bulk_load(conn, model_id: int, pending: dict[str, int]) ->
         if pending[kind] > stored:
             log.info("bulk load of %d %s vectors: HNSW index rebuilt afterwards", pending[kind], kind)
             drop_hnsw_index(conn, kind, model_id)
-
-
-def _embed_claims(
-    conn, model, row: ModelRow, worker: str, claims: list[queue.Claim], report: EmbedReport, *,
-    batch_size, num_workers, crop, max_pixels, media_roots, max_attempts, backoff_seconds, bar, stop,
-    on_batch, between_batches: Callable[[], None] | None = None,
-) -> None:
-    """Embed one round of claims, committing batch by batch; ``between_batches()`` runs after
-    each batch but the last."""
-    by_key = {(c.item_kind, c.item_id): c for c in claims}
-    items, vanished, refused = _load_items(conn, claims, media_roots)
-    if vanished or refused:
-        with conn.transaction():
-            # deleted after being queued: nothing to embed
-            queue.complete(conn, model_id=row.id, worker=worker, claims=vanished)
-            # a file outside the media roots is never read, and retrying cannot help until the
-            # roots change: failed at once, with the reason (visearch status lists it)
-            queue.fail(conn, model_id=row.id, worker=worker, failures=refused, max_attempts=1,
-                       backoff_seconds=backoff_seconds)
-        report.failures += refused
-        bar.update(len(vanished) + len(refused))
-    batches = iter_embedded_batches(
-        items, model, batch_size=batch_size, num_workers=num_workers, crop=crop, max_pixels=max_pixels
-    )
-    left = len(items)
-    try:
-        for batch in batches:
-            t0 = time.perf_counter()
-            left -= len(batch.keys) + len(batch.failures)
-            with conn.transaction():
-                done = queue.complete(
-                    conn, model_id=row.id, worker=worker, claims=[by_key[k] for k in batch.keys]
-                )
-                for kind in ITEM_KINDS:
-                    idx = [i for i, k in enumerate(batch.keys) if k[0] == kind and k in done]
-                    if idx:
-                        write_vectors(
-                            conn, model_id=row.id, item_kind=kind,
-                            item_ids=[batch.keys[i][1] for i in idx], vectors=batch.vectors[idx],
-                        )
-                        report.embedded[kind] += len(idx)
-                failures = [(key[0], key[1], reason) for key, reason in batch.failures]
-                queue.fail(
-                    conn, model_id=row.id, worker=worker, failures=failures,
-                    max_attempts=max_attempts, backoff_seconds=backoff_seconds,
-                )
-                report.failures += failures
-            bar.update(len(batch.keys) + len(batch.failures))
-            if on_batch:
-                on_batch(len(batch.keys), time.perf_counter() - t0)
-            if stop and stop.is_set():
-                return
-            if left and between_batches is not None:
-                between_batches()
-    finally:
-        batches.close()  # stops the decode processes at once when the round ends early

@@ -35,6 +35,33 @@ def read_sql(name: str) -> str:
     return (sql_dir() / name).read_text(encoding="utf-8")
 
 
+@lru_cache(maxsize=None)
+def sql_blocks(name: str) -> dict[str, str]:
+    """The named blocks of ``sql/<name>``: a line ``-- name: X`` starts block ``X``, which runs
+    to the next such line. Comment lines and blank lines are left out of each block's text
+    (comments may then mention a ``psycopg.sql`` template's ``{placeholders}``); the lines
+    before the first name are the file's header.
+
+    Returns:
+        ``{name: statement text}``, in file order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: two blocks with the same name (the second would hide the first).
+    """
+    blocks: dict[str, list[str]] = {}
+    current = None
+    for line in read_sql(name).splitlines():
+        if line.startswith("-- name:"):
+            current = line.split(":", 1)[1].strip()
+            if current in blocks:
+                raise ValueError(f"sql/{name}: two blocks named {current!r}")
+            blocks[current] = []
+        elif current is not None and line.strip() and not line.lstrip().startswith("--"):
+            blocks[current].append(line)
+    return {block: "\n".join(lines) for block, lines in blocks.items()}
+
+
 def function_definitions(name: str, functions: tuple[str, ...]) -> list[str]:
     """The ``CREATE FUNCTION f(...) ... END $$;`` statements of ``functions`` in ``sql/<name>``,
     each turned into ``CREATE OR REPLACE FUNCTION``, in the order asked (for restoring a frozen

@@ -32,13 +32,21 @@ from visearch.config import Settings
 from visearch.db.database import Database
 from visearch.errors import ConflictError, InvalidRequestError, NotFoundError
 from visearch.ingest.writer import ensure_concepts, ensure_dataset, lock_dataset_images
-from visearch.resources import read_sql
-from visearch.search.histogram import DEFAULT_MAX_CONSIDERED, ScoreHistogram, score_histogram
-from visearch.search.service import SearchRequest, SearchResult, search
+from visearch.resources import read_sql, sql_blocks
+from visearch.search.service import (
+    DEFAULT_MAX_CONSIDERED,
+    ScoreHistogram,
+    SearchRequest,
+    SearchResult,
+    score_histogram,
+    search,
+)
 
 if TYPE_CHECKING:
     from visearch.db.routing import ReadRouter
 
+#: The statements that keep a search as a collection and read collections back (named blocks).
+COLLECTION_SQL = "collections/collection.sql"
 #: ``image_labels.source`` of labels added by tagging a collection.
 COLLECTION_LABEL_SOURCE = "collection"
 
@@ -205,7 +213,7 @@ def record_search(
         _lock_owner(conn, owner)
         conn.execute("DELETE FROM collections WHERE owner = %s AND NOT saved", (owner,))
         collection_id = conn.execute(
-            read_sql("collections/insert_search.sql"),
+            sql_blocks(COLLECTION_SQL)["insert_search"],
             {
                 "owner": owner, "name": None, "mode": result.mode, "model": result.model,
                 "query": Jsonb(query), "exact": result.exact, "candidates": result.candidates,
@@ -222,7 +230,7 @@ def record_search(
 def _select(conn, owner: str, *, collection_id: int | None = None, saved: bool | None = None) -> list[Collection]:
     with conn.cursor(row_factory=class_row(Collection)) as cur:
         return cur.execute(
-            read_sql("collections/select_collections.sql"),
+            sql_blocks(COLLECTION_SQL)["select_collections"],
             {"owner": owner, "id": collection_id, "saved": saved},
         ).fetchall()
 
@@ -269,7 +277,7 @@ def collection_items(
 def _page(conn, collection_id: int, offset: int, limit: int) -> list[CollectionItem]:
     with conn.cursor(row_factory=class_row(CollectionItem)) as cur:
         return cur.execute(
-            read_sql("collections/items_page.sql"),
+            sql_blocks(COLLECTION_SQL)["items_page"],
             {"collection_id": collection_id, "offset": offset, "limit": limit},
         ).fetchall()
 

@@ -63,7 +63,7 @@ def _has_query(req) -> bool:
 
 def _by_vector(req, vector: np.ndarray):
     """``req`` re-aimed at ``vector``, keeping every filter (``#concepts`` of its text included)."""
-    from visearch.search.query import parse_query
+    from visearch.search import parse_query
 
     concepts = tuple(dict.fromkeys([*(parse_query(req.query).concepts if req.query else ()), *req.concepts]))
     return dataclasses.replace(req, query=None, image=None, crop_xywh=None, image_ids=(), annotation_id=None,

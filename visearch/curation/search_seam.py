@@ -21,7 +21,7 @@ KIND = {"images": "image", "objects": "object"}
 class Candidates:
     model: ModelRow
     kind: str  # 'image' | 'object'
-    sql: str  # a SELECT of (item_id, image_id, embedding): sql/search/candidates.sql, rendered
+    sql: str  # a SELECT of (item_id, image_id, embedding): `candidates` of sql/search/statements.sql, rendered
     params: dict[str, Any]  # its named parameters
 
 

@@ -17,20 +17,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
-from visearch.resources import read_sql
+from visearch.resources import read_sql, sql_blocks
 
 #: ``embedding_queue.priority``: interactive writes (another client's INSERT, a single upload)
 #: are claimed before bulk backfills (an ingest, a new model's backlog); sql/schema/0006_hardening.sql.
 INTERACTIVE, BULK = 0, 1
 
 
+@lru_cache(maxsize=None)
+def claim_statement(name: str) -> sql.Composed:
+    """``claim`` or ``waiting`` of ``sql/queue/claim.sql``, with that file's one definition of a
+    claimable item (its ``ready`` block) written in."""
+    blocks = sql_blocks("queue/claim.sql")
+    return sql.SQL(blocks[name]).format(ready=sql.SQL(blocks["ready"]))
+
+
 @dataclass(frozen=True)
 class Claim:
-    """One claimed queue row (the columns ``sql/queue/claim.sql`` returns, by name)."""
+    """One claimed queue row (the columns ``claim`` of ``sql/queue/claim.sql`` returns, by name)."""
 
     item_kind: str  # 'image' | 'object'
     item_id: int
@@ -53,7 +63,7 @@ def claim(
     then oldest first; commits."""
     with conn.transaction(), conn.cursor(row_factory=class_row(Claim)) as cur:
         return cur.execute(
-            read_sql("queue/claim.sql"),
+            claim_statement("claim"),
             {
                 "model_id": model_id,
                 "worker": worker,
@@ -70,9 +80,9 @@ def waiting(
     dataset_ids: list[int] | None = None,
 ) -> bool:
     """Whether :func:`claim` would find an item now (of ``priority``; ``None``: of any);
-    one index probe (``sql/queue/waiting.sql``)."""
+    one index probe (``waiting`` of ``sql/queue/claim.sql``)."""
     return conn.execute(
-        read_sql("queue/waiting.sql"),
+        claim_statement("waiting"),
         {"model_id": model_id, "priority": priority, "dataset_ids": dataset_ids},
     ).fetchone()[0]
 

@@ -1,6 +1,6 @@
 """Names of datasets and concepts resolved to ids, with the error a person needs when one is
 wrong. A search resolves its names in one statement (``sql/search/context.sql``) and calls
-these only to explain a failure; ``visearch embed --dataset`` uses :func:`resolve_dataset_ids`."""
+these only to explain a failure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Sequence
 
 import psycopg
 
-from visearch.errors import InvalidRequestError, NotFoundError
+from visearch.admin import dataset_ids_in
+from visearch.errors import NotFoundError
 
 
 def resolve_dataset_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[int] | None:
@@ -21,20 +22,7 @@ def resolve_dataset_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[
     """
     if not names:
         return None
-    rows = conn.execute(
-        "SELECT name, id, search_enabled FROM datasets WHERE name = ANY(%s)", (list(names),)
-    ).fetchall()
-    found = {name: (id_, enabled) for name, id_, enabled in rows}
-    missing = [n for n in names if n not in found]
-    if missing:
-        known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
-        raise NotFoundError(f"unknown dataset(s) {', '.join(map(repr, missing))}; known: {', '.join(known) or 'none'}")
-    disabled = [n for n in names if not found[n][1]]
-    if disabled:
-        raise InvalidRequestError(
-            f"AI search is disabled for dataset(s) {', '.join(map(repr, disabled))}; enable it first"
-        )
-    return [found[n][0] for n in names]
+    return dataset_ids_in(conn, names, searchable=True)
 
 
 def resolve_concept_ids(conn: psycopg.Connection, terms: Sequence[str]) -> list[int]:

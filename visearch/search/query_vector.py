@@ -7,8 +7,8 @@
   renormalised ("more like this selection");
 - an annotation id: the box's stored vector;
 - only ``#concepts``: the centroid of the items carrying them (within the filters), each image
-  weighing the same and boxes under 32 x 32 px left out (``sql/search/concept_centroid.sql``),
-  so the concept's items rank by how typical they look.
+  weighing the same and boxes under 32 x 32 px left out (``concept_centroid`` in
+  ``sql/search/statements.sql``), so the concept's items rank by how typical they look.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ A search travels: request -> one statement that resolves names, the model and wh
 (``sql/search/context.sql``) -> the query vector (:mod:`visearch.search.query_vector`: text or
 an upload runs the model, several stored images are averaged, a concept centroid is one more
 statement; one stored image or box needs nothing: the ranking statement reads its vector) ->
-one ranking statement that applies the filters and orders by cosine distance
-(``sql/search/rank_*.sql``, composed by :mod:`visearch.search.statements`) -> typed hits. So a
-search is at most three round trips to PostgreSQL, and a search by one stored item that repeats
-an earlier request's kind (same model, datasets, concepts, limit) one: its ranking statement is
-sent with the context statement (see :func:`search`). The CLI and the HTTP API both call
-:func:`search`.
+one ranking statement that applies the filters and orders by cosine distance (``rank_images``
+/ ``rank_objects`` in ``sql/search/statements.sql``, composed by
+:mod:`visearch.search.statements`) -> typed hits. So a search is at most three round trips to
+PostgreSQL, and a search by one stored item that repeats an earlier request's kind (same model,
+datasets, concepts, limit) one: its ranking statement is sent with the context statement (see
+:func:`search`). The CLI and the HTTP API both call :func:`search`. Further down: which model
+serves a search and how much of the datasets it covers (:func:`serving_model`,
+:class:`Coverage`), the score histogram over a search's candidates (:func:`score_histogram`),
+and query strings (:func:`parse_query`).
 
 Exact or approximate, decided from cheap information, never by counting the candidates:
 
@@ -33,6 +36,7 @@ So a search returns min(limit, matches) rows, never fewer because of the index;
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,9 +53,7 @@ from visearch.db.models import ModelRow
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
 from visearch.search import filters
-from visearch.search.query import parse_query
 from visearch.search.query_vector import resolve_query_vector
-from visearch.search.serving import Coverage, context_params, join_notes, search_coverage
 from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, render
 
 Mode = Literal["images", "objects"]
@@ -85,7 +87,7 @@ class SearchRequest:
     offset: int = 0
     min_score: float | None = None
     max_score: float | None = None
-    model: str | None = None  # default: the serving model (visearch.search.serving)
+    model: str | None = None  # default: the serving model (section "The serving model" below)
     exact: bool | None = None
     #: a query vector given as is, (dim,) floats, renormalised (visearch.curation.refine)
     vector: Sequence[float] | None = None
@@ -131,7 +133,7 @@ class SearchResult:
     note: str | None = None  # why fewer than `limit` hits came back, or that coverage is partial
     #: None: every item of the searched datasets has a vector for the model (or only failed
     #: items lack one and the page is full). Otherwise the search ranked only `coverage.ready`
-    #: of `coverage.total` items, and `note` says so. See visearch.search.serving.
+    #: of `coverage.total` items, and `note` says so. See :class:`Coverage`.
     coverage: Coverage | None = None
     candidates_capped: bool = False
     #: the statement's shape: hnsw | scan | by_concept | by_dataset (visearch.search.statements)
@@ -383,7 +385,7 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
             carries the #concepts (together) to average.
         NotFoundError: unknown image/annotation id, dataset, concept or model.
 
-    Model: ``req.model``, else the serving model (:mod:`visearch.search.serving`). While the
+    Model: ``req.model``, else the serving model (:func:`serving_model`). While the
     searched datasets still have items without a vector for the model, the search answers from
     those that have one and reports it in ``SearchResult.coverage`` and ``note``.
 
@@ -576,3 +578,267 @@ def _image_hit(r) -> ImageHit:
 def _object_hit(r) -> ObjectHit:
     ann_id, score, image_id, _ds_id, dataset, file_name, x, y, w, h, concept, iscrowd, _src, _s = r
     return ObjectHit(ann_id, float(score), image_id, dataset, file_name, (x, y, w, h), concept, iscrowd)
+
+
+# ---- The serving model and coverage -----------------------------------------------------------
+# Which model answers a search, and how much of the searched datasets it can see yet.
+# :func:`search` resolves both in its first statement (``sql/search/context.sql``, which holds
+# the rule); ``visearch model list`` (:mod:`visearch.admin`) asks :func:`serving_model` which
+# one is serving.
+#
+# **Serving model** (the model used when a request names none): among active models (and only
+# text-capable ones for a text query), the most recently activated one that *covers* the searched
+# datasets, i.e. has no stale item there (no queue row that is not failed: an ``EXISTS`` probe);
+# if none covers them, the one with the fewest stale items (counted only then). So after
+# ``visearch model add NEW`` the workers embed everything with NEW in the background while
+# searches keep using the previous model; NEW serves a dataset from the moment its last item
+# there is embedded (or given up on). Both models' vectors stay queryable by name
+# (``SearchRequest.model``; ``visearch search --model NAME``). A model named by the request is
+# used as is. ``Settings.model`` (``VISEARCH_MODEL``) is only the fallback when no model is
+# active.
+#
+# **Coverage** (:class:`Coverage`): while the searched datasets still have items queued for the
+# model, a search still answers, from the items that have a vector, and says so:
+# ``SearchResult.coverage`` holds the counts and ``SearchResult.note`` a sentence such as
+# "embeddings are still being prepared for model efficientnet-lite0: 40 of 128 images can be
+# searched (88 queued)". The first statement only probes (``EXISTS``) for queued and for failed
+# items; the counts are taken only while something is queued, or when items failed *and* the
+# page came back short (a failed item alone must not make every later search count the dataset,
+# nor add its note to every full page; the same holds for a model that is not active, whose
+# vectors are counted against the items). When nothing is missing ``coverage`` is ``None``.
+
+_NOUN = {"image": ("image", "images"), "object": ("object", "objects")}
+
+
+@dataclass
+class Coverage:
+    """How much of the searched datasets a search could see (items of the searched kind).
+
+    Attributes:
+        kind: ``'image'`` or ``'object'``.
+        total: items of that kind in the searched datasets.
+        ready: of those, items with a vector for the model: the ones the search ranked from.
+            An item queued again after a change counts as ready (its previous vector is used).
+        queued: items without a vector that are waiting, being embedded, or retrying.
+        failed: items without a vector that were given up on (``visearch status`` says why).
+        unqueued: items without a vector that nothing will embed: the model is inactive
+            (``visearch model activate`` queues them).
+    """
+
+    kind: str
+    total: int
+    ready: int
+    queued: int
+    failed: int
+    unqueued: int = 0
+
+    @property
+    def preparing(self) -> bool:
+        """Embeddings are still being made for some items (they will become searchable)."""
+        return self.queued > 0
+
+    def note(self, model: str) -> str:
+        singular, plural = _NOUN[self.kind]
+        noun = singular if self.total == 1 else plural
+        extra = ", ".join(
+            part for part in (
+                f"{self.queued} queued" if self.queued else "",
+                f"{self.failed} failed, see `visearch status`" if self.failed else "",
+                f"{self.unqueued} not embedded: the model is inactive" if self.unqueued else "",
+            ) if part
+        )
+        if self.preparing:
+            head = f"embeddings are still being prepared for model {model}"
+        else:
+            head = f"some {plural} have no vector for model {model}"
+        return f"{head}: {self.ready} of {self.total} {noun} can be searched ({extra})"
+
+
+def serving_model(
+    conn: psycopg.Connection, *, dataset_ids: Sequence[int] | None, needs_text: bool
+) -> ModelRow | None:
+    """The serving model by the rule alone (``sql/search/context.sql``) for the datasets with
+    these ids (``None``: every enabled dataset); ``None`` when no active model qualifies."""
+    names = None
+    if dataset_ids is not None:
+        names = [r[0] for r in conn.execute("SELECT name FROM datasets WHERE id = ANY(%s)", (list(dataset_ids),))]
+    row = conn.execute(read_sql("search/context.sql"), context_params(
+        model_name=None, fallback_model=None, needs_text=needs_text, kind="image",
+        dataset_names=names, concept_terms=[], exclude_terms=[], cap=0, rows=1,
+    )).fetchone()
+    return ModelRow(*row[:5]) if row and row[0] is not None else None
+
+
+def context_params(*, model_name, fallback_model, needs_text, kind, dataset_names, concept_terms,
+                   exclude_terms, cap, rows, query_image_ids=None, query_annotation_id=None) -> dict:
+    """The parameters of ``sql/search/context.sql`` (documented there)."""
+    return {"model_name": model_name, "fallback_model": fallback_model, "needs_text": needs_text,
+            "kind": kind, "dataset_names": list(dataset_names) if dataset_names is not None else None,
+            "concept_terms": list(concept_terms), "exclude_terms": list(exclude_terms), "cap": cap,
+            "rows": rows, "query_image_ids": list(query_image_ids) if query_image_ids else None,
+            "query_annotation_id": query_annotation_id}
+
+
+def search_coverage(
+    conn: psycopg.Connection, model: ModelRow, kind: str, dataset_ids: Sequence[int] | None, *,
+    has_queued: bool, has_failed: bool, page_full: bool,
+) -> Coverage | None:
+    """The model's coverage of the searched datasets, or ``None`` when it is not worth a note.
+
+    Args:
+        dataset_ids: the searched datasets (``None``: every enabled one).
+        has_queued, has_failed: the probes of ``sql/search/context.sql`` for this model and kind.
+        page_full: the search returned as many hits as asked.
+
+    Active models: counted from the queue, only while items are queued, or when items failed
+    and the page is short (see the module docs). Inactive models keep no queue, so their vectors
+    are counted against the items (slower, but exact): only when the page is short, like failed
+    items (an inactive model is only searched when a request names it).
+    """
+    params = {
+        "model_id": model.id,
+        "kind": kind,
+        "dataset_ids": list(dataset_ids) if dataset_ids is not None else None,
+    }
+    if not model.is_active:
+        if page_full:
+            return None
+        total, ready = conn.execute(read_sql("status/coverage_exact.sql"), params).fetchone()
+        if ready == total:
+            return None
+        return Coverage(kind=kind, total=total, ready=ready, queued=0, failed=0, unqueued=total - ready)
+    if not (has_queued or (has_failed and not page_full)):
+        return None
+    queued, failed, total = conn.execute(read_sql("status/coverage.sql"), params).fetchone()
+    if queued == 0 and failed == 0:
+        return None  # only changed items queued: all searchable with their previous vectors
+    return Coverage(kind=kind, total=total, ready=max(0, total - queued - failed), queued=queued, failed=failed)
+
+
+def join_notes(*notes: str | None) -> str | None:
+    """Notes joined with '; ', or ``None`` when there are none."""
+    kept = [n for n in notes if n]
+    return "; ".join(kept) if kept else None
+
+
+# ---- The score histogram ---------------------------------------------------------------------
+# The score distribution of a search over its candidates (``score_histogram`` in
+# ``sql/search/statements.sql``, composed by :meth:`Shape.histogram`).
+#
+# What a UI needs to pick a score range: how many of the items that pass the filters fall in each
+# band of cosine similarity to the query. Computed in the database, in one statement, with
+# ``width_bucket`` over the same candidate set the search ranked (its resolved filters and query
+# vector are reused, nothing is resolved again):
+#
+# * bins are equal-width over the **observed** score range ``[lo, hi]`` of the candidates (not
+#   the theoretical [-1, 1]: real models use a narrow part of it, e.g. efficientnet-lite0 scores
+#   are all >= 0), so ``bins`` bins always resolve the spread that is there; ``edges`` gives the
+#   ``bins + 1`` boundaries, bin ``k`` is ``[edges[k], edges[k+1])`` and the last one is closed;
+# * the query's own stored items (``image_ids``, ``annotation_id``) are left out: each would
+#   score 1.0 and stretch the range;
+# * the score range (``min_score``/``max_score``) and the limit are not applied: the histogram
+#   shows the whole candidate set, so a client can see where a threshold would cut;
+# * ``sum(counts) == considered``. When the search ran on the HNSW index (no filter, or a broad
+#   one) and the model has more than ``max_considered`` vectors (PostgreSQL's own estimate, no
+#   counting), the vector table is read with ``TABLESAMPLE BERNOULLI`` at about that many rows
+#   (``sampled`` is then true); a selective filter's candidates are all scored.
+
+#: Default number of bins, and the largest accepted.
+DEFAULT_BINS = 20
+MAX_BINS = 200
+#: Candidate sets above this many are sampled down to about this many.
+DEFAULT_MAX_CONSIDERED = 100_000
+
+
+@dataclass
+class ScoreHistogram:
+    """Counts of candidates per score bin. Scores are cosine similarities in [-1, 1]."""
+
+    bins: int
+    lo: float | None  # lowest score considered (None: no candidates)
+    hi: float | None  # highest score considered
+    edges: list[float]  # bins + 1 boundaries, lo .. hi (empty when there were no candidates)
+    counts: list[int]  # bins counts, summing to `considered`
+    considered: int  # candidates scored: all of them unless `sampled`
+    sampled: bool  # True: a random sample of the candidates was scored
+    query_items: int = 0  # the query's own stored items among the candidates (not in counts)
+
+
+def histogram_edges(lo: float, hi: float, bins: int) -> list[float]:
+    """``bins + 1`` equal-width boundaries from ``lo`` to ``hi`` (exactly ``hi`` at the end)."""
+    width = (hi - lo) / bins
+    return [lo + k * width for k in range(bins)] + [hi]
+
+
+def score_histogram(
+    db: Database,
+    result: SearchResult,
+    *,
+    bins: int = DEFAULT_BINS,
+    max_considered: int = DEFAULT_MAX_CONSIDERED,
+) -> ScoreHistogram:
+    """The score distribution of a search's candidates.
+
+    Args:
+        db: the database.
+        result: the search's result (its ``shape`` and ``query_vector`` attributes: the
+            resolved filters and the unit query vector).
+        bins: number of equal-width bins, 1..MAX_BINS.
+        max_considered: read about this many vectors at most (TABLESAMPLE beyond), for
+            searches answered on the HNSW index.
+
+    Raises:
+        ValueError: ``bins`` out of range.
+    """
+    if not 1 <= bins <= MAX_BINS:
+        raise ValueError(f"bins must be in [1, {MAX_BINS}], not {bins}")
+    shape = result.shape
+    params = {**shape.params, "bins": bins}  # the query: a parameter there, or read by the statement
+    with db.pooled() as conn:
+        sample = False
+        if shape.driver == "hnsw":  # a broad search: how big is the vector table? (an estimate)
+            table = "image_embeddings" if shape.kind == "image" else "object_embeddings"
+            rows = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()[0]
+            if rows > max_considered:
+                sample = True
+                params["sample_percent"] = 100.0 * max_considered / rows
+        lo, hi, considered, counts, query_items = conn.execute(shape.histogram(sample=sample), params).fetchone()
+        conn.rollback()
+    if not considered:
+        return ScoreHistogram(bins, None, None, [], [0] * bins, 0, sample, int(query_items))
+    return ScoreHistogram(
+        bins=bins,
+        lo=float(lo),
+        hi=float(hi),
+        edges=histogram_edges(float(lo), float(hi), bins),
+        counts=[int(c) for c in counts],
+        considered=int(considered),
+        sampled=sample,
+        query_items=int(query_items),
+    )
+
+
+# ---- Query strings -----------------------------------------------------------------------------
+# Free text plus ``#concept`` terms, e.g. ``"a person riding a bicycle #helmet"``.
+
+_CONCEPT_TERM = re.compile(r"(?<!\S)#([^\s#]+)")
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    text: str | None  # what remains once the #terms are taken out; None when nothing does
+    concepts: tuple[str, ...]  # terms as typed, without '#', in order, deduplicated; the database's
+    # concept_tag() turns them into tags (sql/search/context.sql)
+
+
+def parse_query(query: str) -> ParsedQuery:
+    """Split a query into its free text and its ``#concept`` terms.
+
+    >>> parse_query("a dog on a sofa #dog #couch")
+    ParsedQuery(text='a dog on a sofa', concepts=('dog', 'couch'))
+    >>> parse_query("#traffic_light")
+    ParsedQuery(text=None, concepts=('traffic_light',))
+    """
+    terms = tuple(dict.fromkeys(_CONCEPT_TERM.findall(query)))
+    text = " ".join(_CONCEPT_TERM.sub(" ", query).split())
+    return ParsedQuery(text=text or None, concepts=terms)

@@ -1,8 +1,8 @@
-"""The SQL of a search, composed with :mod:`psycopg.sql` from ``sql/search/*.sql``.
+"""The SQL of a search, composed with :mod:`psycopg.sql` from the named blocks of
+``sql/search/statements.sql`` (its statements and the fragments they are built from).
 
-A search ranks with one statement (``rank_images.sql`` / ``rank_objects.sql``) whose shape
-depends on its filters, so that the planner can use the right index
-(``sql/search/fragments.sql`` holds the pieces):
+A search ranks with one statement (``rank_images`` / ``rank_objects``) whose shape depends on
+its filters, so that the planner can use the right index:
 
 * ``hnsw``: the model's vectors in HNSW order (``e.embedding::vector(dim) <=> q``), the filters
   checked per row; pgvector's iterative scan keeps reading the index until ``limit`` rows pass.
@@ -20,45 +20,29 @@ are, and ``visearch search --show-sql`` prints something a person can read and r
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from visearch.resources import read_sql
+from visearch.resources import sql_blocks
 
 #: Boxes smaller than this (px², COCO's "small" objects: 32 x 32) stay out of a concept's centroid.
 MIN_CENTROID_BOX_AREA = 32 * 32
 
-_COMMENT = re.compile(r"^\s*--.*$", re.MULTILINE)
+#: The file of the search's statements and fragments (``-- name: X`` blocks).
+STATEMENTS = "search/statements.sql"
 
 
-@lru_cache(maxsize=None)
 def template(name: str) -> str:
-    """``sql/search/<name>.sql`` without its comment lines (they mention the {placeholders})."""
-    text = _COMMENT.sub("", read_sql(f"search/{name}.sql"))
-    return "\n".join(line for line in text.splitlines() if line.strip())
-
-
-@lru_cache(maxsize=None)
-def fragments() -> dict[str, str]:
-    """The named blocks of ``sql/search/fragments.sql`` (``-- name: X`` headers)."""
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in read_sql("search/fragments.sql").splitlines():
-        if line.startswith("-- name:"):
-            current = line.split(":", 1)[1].strip()
-            out[current] = []
-        elif current and not line.lstrip().startswith("--"):
-            out[current].append(line)
-    return {name: "\n".join(lines).strip("\n") for name, lines in out.items()}
+    """The statement or fragment ``name`` of ``sql/search/statements.sql``, a psycopg.sql
+    template (its ``{placeholders}`` are filled in by :func:`fragment` and :class:`Shape`)."""
+    return sql_blocks(STATEMENTS)[name]
 
 
 def fragment(name: str, **parts: sql.Composable) -> sql.Composed:
-    return sql.SQL(fragments()[name]).format(**parts)
+    return sql.SQL(template(name)).format(**parts)
 
 
 @dataclass
@@ -165,7 +149,7 @@ class Shape:
         return sql.SQL("\n      AND ").join(parts)
 
     def rank(self, *, exact: bool | None = None) -> sql.Composed:
-        """The ranking statement (``rank_<kind>s.sql``); ``exact`` overrides the driver's form
+        """The ranking statement (``rank_<kind>s``); ``exact`` overrides the driver's form
         (the under-fill fallback ranks the same candidates exactly)."""
         exact = self.exact if exact is None else exact
         source = self._as("scan") if exact and self.driver == "hnsw" else self
@@ -175,7 +159,7 @@ class Shape:
         )
 
     def candidates(self) -> sql.Composed:
-        """Every item passing the filters, unranked (``candidates.sql``): columns ``item_id``
+        """Every item passing the filters, unranked (``candidates``): columns ``item_id``
         (image or annotation id), ``image_id``, ``embedding``. Read from the filter's own index
         when it drives (``by_concept``/``by_dataset``), else from the model's vectors."""
         src = self._as("scan") if self.driver == "hnsw" else self
@@ -194,7 +178,7 @@ class Shape:
         return sql.SQL("SELECT {query}::vector").format(query=self.query())
 
     def centroid(self) -> sql.Composed:
-        """The #concept centroid statement (``concept_centroid.sql``) over these candidates."""
+        """The #concept centroid statement (``concept_centroid``) over these candidates."""
         image_id = sql.SQL("e.image_id" if self.kind == "image" else "a.image_id")
         src = self._as("by_concept")  # a centroid needs concepts: their index drives it
         return sql.SQL(template("concept_centroid")).format(
@@ -203,7 +187,7 @@ class Shape:
         )
 
     def histogram(self, *, sample: bool) -> sql.Composed:
-        """The score histogram statement (``score_histogram.sql``) over these candidates, the
+        """The score histogram statement (``score_histogram``) over these candidates, the
         query's own items counted apart; ``sample``: read a TABLESAMPLE of the vector table."""
         src = self._as("scan") if self.driver == "hnsw" else self
         if self.params.get("query_image_ids"):

@@ -5,7 +5,7 @@
   interval and at once when PostgreSQL notifies ``visearch_embedding_queue``.
 * :mod:`visearch.worker.cli` -- the ``worker``, ``status``, ``dataset`` and ``model`` commands.
 (Which model answers a search, and the coverage note, live in the search layer:
-:mod:`visearch.search.serving`.)
+:func:`visearch.search.serving_model`, :class:`visearch.search.Coverage`.)
 
 The worker uses the services (:mod:`visearch.admin` for datasets, models and
 ``models_to_embed``; :mod:`visearch.status` for ``visearch status``); no service imports the

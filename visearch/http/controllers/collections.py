@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.params import JSONBody, Parameter
 
 from visearch import collections as svc
-from visearch.http import convert
+from visearch.http.controllers.search import next_page, result_item
 from visearch.http.deps import DB
 from visearch.http.errors import error_responses
 from visearch.http.schemas import (
@@ -18,10 +20,27 @@ from visearch.http.schemas import (
     CopyBody,
     CopyResponse,
     SaveBody,
+    ScoreHistogramOut,
+    SearchBody,
     TagBody,
     TagResponse,
     UntagResponse,
+    UploadedQueryImage,
 )
+
+
+def collection_out(c: svc.Collection) -> CollectionOut:
+    """The collection's fields by name; the search that made it as a :class:`SearchBody`."""
+    stored = dict(c.query or {})
+    uploaded = stored.pop("uploaded_image", None)
+    try:
+        query = msgspec.convert(stored, SearchBody)
+    except msgspec.ValidationError:  # written by another client: show what can be shown
+        query = SearchBody()
+    return msgspec.convert({
+        **dataclasses.asdict(c), "query": query,
+        "uploaded_image": msgspec.convert(uploaded, UploadedQueryImage) if uploaded else None,
+    }, CollectionOut)
 
 
 class CollectionController(Controller):
@@ -35,7 +54,7 @@ class CollectionController(Controller):
     ) -> list[CollectionOut]:
         """Your collections, newest first: the saved ones and your temporary one (your last
         search). Other owners' collections are not visible."""
-        return [convert.collection(c) for c in svc.list_collections(db, request.user, saved=saved)]
+        return [collection_out(c) for c in svc.list_collections(db, request.user, saved=saved)]
 
     @get("/{collection_id:int}", sync_to_thread=True, summary="A collection and a page of its items",
          responses=error_responses(400, 401, 404))
@@ -50,8 +69,13 @@ class CollectionController(Controller):
         box was deleted since drops out; the rest keep their order). `next_url` is the next
         page, null at the end. 404 also when a temporary collection was replaced by your next
         search: save a collection to keep it."""
-        collection, items = svc.collection_items(db, request.user, collection_id, offset=offset, limit=limit)
-        return convert.collection_page(collection, items, offset, limit)
+        c, items = svc.collection_items(db, request.user, collection_id, offset=offset, limit=limit)
+        nxt, url = next_page(c.id, offset, limit, len(items), c.items)
+        return CollectionPage(
+            collection=collection_out(c), offset=offset, limit=limit, total=c.items,
+            items=[result_item(i) for i in items], next_offset=nxt, next_url=url,
+            histogram=msgspec.convert(c.histogram, ScoreHistogramOut | None, from_attributes=True),
+        )
 
     @post("/{collection_id:int}/save", sync_to_thread=True, status_code=200, summary="Save a collection",
           responses=error_responses(400, 401, 404, 409))
@@ -59,7 +83,7 @@ class CollectionController(Controller):
         """Name the collection and keep it until deleted (your later searches no longer replace
         it). Saving a saved collection renames it. 409 if you have another saved collection
         with that name."""
-        return convert.collection(svc.save_collection(db, request.user, collection_id, data.name))
+        return collection_out(svc.save_collection(db, request.user, collection_id, data.name))
 
     @delete("/{collection_id:int}", sync_to_thread=True, summary="Delete a collection",
             responses=error_responses(400, 401, 404))

@@ -19,7 +19,7 @@ from visearch import admin
 from visearch.collections import get_collection
 from visearch.curation.duplicates import DEFAULT_THRESHOLD, EDGE_FLOOR
 from visearch.errors import InvalidRequestError
-from visearch.http import convert
+from visearch.http.controllers.search import result_item
 from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import CollectionId, DatasetId, ResultItem, SearchBody, SearchResponse
@@ -138,7 +138,7 @@ class CurationController(Controller):
         kept = sample_to_collection(db, request.user, req, data.n, method=data.method, seed=data.seed,
                                     query={"sample": msgspec.to_builtins(data)}, settings=settings)
         result, collection, page = kept.result, kept.collection, kept.page
-        items = [SampleItem(cluster=h.cluster, cluster_size=h.cluster_size, item=convert.item(i))
+        items = [SampleItem(cluster=h.cluster, cluster_size=h.cluster_size, item=result_item(i))
                  for h, i in zip(result.hits, page)]
         return SampleResponse(collection_id=collection.id, mode=result.mode, model=result.model,
                               method=result.method, candidates=result.candidates, fitted_on=result.fitted_on,

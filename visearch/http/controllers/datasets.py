@@ -2,28 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, MultipartBody
 
 from visearch import admin, catalog
 from visearch.errors import InvalidRequestError
-from visearch.http import convert
 from visearch.http.controllers.housekeeping import DatasetDeletedOut, RenameBody
+from visearch.http.controllers.search import image_url
 from visearch.http.deps import DB, AppSettings, Jobs, Reads
 from visearch.http.errors import error_responses
+from visearch.http.jobs import EmbedJobState
 from visearch.http.schemas import (
     DatasetBody,
     DatasetId,
     DatasetOut,
     DatasetStatusOut,
+    EmbedJobOut,
     EmbedTriggerOut,
+    FailureOut,
+    ModelStatusOut,
     UploadForm,
     UploadOut,
+    WorkerOut,
 )
+
+
+def _dataset(d: admin.DatasetInfo) -> DatasetOut:
+    return msgspec.convert(d, DatasetOut, from_attributes=True)
+
+
+def _job(state: EmbedJobState) -> EmbedJobOut:
+    return msgspec.convert(state, EmbedJobOut, from_attributes=True)
+
+
+def _status(st: catalog.DatasetStatus, state: EmbedJobState) -> DatasetStatusOut:
+    # rows of sql/status/*.sql by column name; columns a Struct does not declare are ignored
+    # (strict=False: numeric ETAs arrive as Decimal)
+    return DatasetStatusOut(
+        dataset=_dataset(st.dataset),
+        models=msgspec.convert([{**r, "index_missing": r.get("index_missing") or []} for r in st.models],
+                               list[ModelStatusOut], strict=False),
+        failures=msgspec.convert(st.failures, list[FailureOut], strict=False),
+        workers=msgspec.convert(st.workers, list[WorkerOut], strict=False),
+        job=_job(state),
+    )
 
 
 def _metadata(text: str | None) -> dict[str, Any]:
@@ -48,17 +76,17 @@ class DatasetController(Controller):
     @post(sync_to_thread=True, summary="Create a dataset", responses=error_responses(400, 401, 409))
     def create(self, db: DB, data: JSONBody[DatasetBody]) -> DatasetOut:
         """Create an empty dataset (AI search enabled). 201; 409 if the name is taken."""
-        return convert.dataset(admin.create_dataset(db, data.name, description=data.description,
-                                                      metadata=data.metadata))
+        return _dataset(admin.create_dataset(db, data.name, description=data.description,
+                                             metadata=data.metadata))
 
     @get(sync_to_thread=True, summary="List datasets", responses=error_responses(401))
     def list_datasets(self, db: DB) -> list[DatasetOut]:
         """Every dataset with its numbers of images and annotations (boxes)."""
-        return [convert.dataset(d) for d in admin.list_datasets(db)]
+        return [_dataset(d) for d in admin.list_datasets(db)]
 
     @get("/{dataset_id:int}", sync_to_thread=True, summary="A dataset", responses=error_responses(400, 401, 404))
     def get_dataset(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
-        return convert.dataset(admin.get_dataset(db, dataset_id))
+        return _dataset(admin.get_dataset(db, dataset_id))
 
     @post("/{dataset_id:int}/enable", sync_to_thread=True, status_code=200, summary="Enable AI search",
           opt={"role": "admin"},
@@ -66,7 +94,7 @@ class DatasetController(Controller):
     def enable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Include the dataset in search and in automatic embedding again (its vectors were
         kept; items changed meanwhile are queued)."""
-        return convert.dataset(admin.set_search_enabled(db, dataset_id, True)[0])
+        return _dataset(admin.set_search_enabled(db, dataset_id, True)[0])
 
     @post("/{dataset_id:int}/disable", sync_to_thread=True, status_code=200, summary="Disable AI search",
           opt={"role": "admin"},
@@ -74,7 +102,7 @@ class DatasetController(Controller):
     def disable(self, db: DB, dataset_id: DatasetId) -> DatasetOut:
         """Leave the dataset out of search and of automatic embedding; its vectors are kept.
         Searches naming it answer 422."""
-        return convert.dataset(admin.set_search_enabled(db, dataset_id, False)[0])
+        return _dataset(admin.set_search_enabled(db, dataset_id, False)[0])
 
     @get("/{dataset_id:int}/status", sync_to_thread=True, summary="Embedding status",
          responses=error_responses(400, 401, 404))
@@ -83,7 +111,7 @@ class DatasetController(Controller):
         failed (given up on, with the last errors); and this server's background embedding job
         (see `POST /v1/datasets/{id}/embed`)."""
         status = reads.run(lambda d: catalog.dataset_status(d, dataset_id), owner=request.user)
-        return convert.dataset_status(status, jobs.state())
+        return _status(status, jobs.state())
 
     @post("/{dataset_id:int}/embed", sync_to_thread=True, status_code=202, summary="Embed what is queued",
           responses=error_responses(400, 401, 404, 422))
@@ -102,9 +130,9 @@ class DatasetController(Controller):
         if admin.live_workers(db):
             admin.notify_workers(db)
             return EmbedTriggerOut(dataset_id=dataset_id, queued=queued, handled_by="workers",
-                                   job=convert.job(jobs.state()))
+                                   job=_job(jobs.state()))
         state = jobs.trigger(dataset_id)
-        return EmbedTriggerOut(dataset_id=dataset_id, queued=queued, handled_by="server", job=convert.job(state))
+        return EmbedTriggerOut(dataset_id=dataset_id, queued=queued, handled_by="server", job=_job(state))
 
     @post("/{dataset_id:int}/images", sync_to_thread=True, status_code=201, summary="Upload an image",
           responses=error_responses(400, 401, 404, 413, 415, 422))
@@ -124,7 +152,7 @@ class DatasetController(Controller):
             db, dataset_id, content, file_name=data.file_name or data.file.filename or None,
             metadata=_metadata(data.metadata), labels=labels, max_pixels=settings.max_image_pixels,
         )
-        return convert.uploaded(u)
+        return msgspec.convert({**dataclasses.asdict(u), "image_url": image_url(u.id)}, UploadOut)
 
     # ---- housekeeping (visearch.housekeeping; admin role) ----
 
@@ -133,7 +161,7 @@ class DatasetController(Controller):
     def rename(self, db: DB, dataset_id: DatasetId, data: JSONBody[RenameBody]) -> DatasetOut:
         """Give the dataset a new name (`{"name": ...}`). 409 if another dataset has it."""
         admin.rename_dataset(db, dataset_id, data.name)
-        return convert.dataset(admin.get_dataset(db, dataset_id))
+        return _dataset(admin.get_dataset(db, dataset_id))
 
     @delete("/{dataset_id:int}", sync_to_thread=True, status_code=200, summary="Delete a dataset",
             opt={"role": "admin"}, responses=error_responses(400, 401, 404))

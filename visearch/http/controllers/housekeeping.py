@@ -19,7 +19,7 @@ from msgspec import Meta, Struct
 from visearch import housekeeping
 from visearch import collections as svc
 from visearch.collections import export
-from visearch.http import convert
+from visearch.http.controllers.search import image_url, thumbnail_url
 from visearch.http.deps import DB
 from visearch.http.errors import error_responses
 from visearch.http.schemas import MAX_ID, CollectionId, Id, ImageId, Name
@@ -110,8 +110,8 @@ class HousekeepingImageController(Controller):
         """Images whose file name or external id is `q` (or starts with it, `prefix=true`), exact
         matches first, in every dataset unless `dataset_id`."""
         return [
-            msgspec.convert({**dataclasses.asdict(m), "image_url": convert.image_url(m.id),
-                             "thumbnail_url": convert.thumbnail_url(m.id)}, ImageMatchOut)
+            msgspec.convert({**dataclasses.asdict(m), "image_url": image_url(m.id),
+                             "thumbnail_url": thumbnail_url(m.id)}, ImageMatchOut)
             for m in housekeeping.find_images(db, q, prefix=prefix, dataset_id=dataset_id, limit=limit)
         ]
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 
 from visearch import catalog
-from visearch.http import convert
+from visearch.http.controllers.search import image_url, thumbnail_url
 from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
 from visearch.http.schemas import AnnotationId, ImageId, ImageOut
@@ -25,7 +27,11 @@ class ImageController(Controller):
     def get_image(self, db: DB, image_id: ImageId) -> ImageOut:
         """Dataset, size in pixels (as displayed), format, file name, metadata, its boxes (COCO
         [x, y, w, h] pixels) and labels."""
-        return convert.image(catalog.get_image(db, image_id))
+        d = catalog.get_image(db, image_id)
+        return msgspec.convert(
+            {**dataclasses.asdict(d), "original_url": image_url(d.id), "thumbnail_url": thumbnail_url(d.id)},
+            ImageOut, strict=False,
+        )
 
     @get("/{image_id:int}/original", sync_to_thread=True, summary="The original file",
          media_type="image/*", responses=error_responses(400, 401, 403, 404))

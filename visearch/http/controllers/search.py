@@ -1,7 +1,14 @@
-"""``POST /v1/search``: JSON or multipart (with an uploaded image)."""
+"""``POST /v1/search`` (JSON, or multipart with an uploaded image) and the links of its items.
+
+The response is filled by field name from the service's objects (``msgspec.convert``: the
+service dataclasses and the response Structs of :mod:`visearch.http.schemas` share the names),
+plus the links a client follows from a ranked item (its image, thumbnail, crop, the next page),
+made here; the other controllers that show images or ranked items use them too.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,13 +26,50 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from visearch.collections.service import search_to_collection
-from visearch.http import convert
+from visearch.collections.service import CollectionItem, search_to_collection
 from visearch.http.deps import DB, AppSettings, Reads
 from visearch.http.errors import error_responses
-from visearch.http.schemas import MAX_QUERY_CONCEPTS, SearchBody, SearchResponse
-from visearch.search import SearchRequest
-from visearch.search.query import parse_query
+from visearch.http.schemas import (
+    MAX_QUERY_CONCEPTS,
+    CoverageOut,
+    ResultItem,
+    ScoreHistogramOut,
+    SearchBody,
+    SearchResponse,
+)
+from visearch.search import SearchRequest, parse_query
+
+THUMBNAIL_SIZE = 256
+
+
+def image_url(image_id: int) -> str:
+    return f"/v1/images/{image_id}/original"
+
+
+def thumbnail_url(image_id: int, size: int = THUMBNAIL_SIZE) -> str:
+    return f"/v1/images/{image_id}/thumbnail?size={size}"
+
+
+def crop_url(annotation_id: int) -> str:
+    return f"/v1/annotations/{annotation_id}/crop"
+
+
+def result_item(i: CollectionItem) -> ResultItem:
+    """A ranked item as the API shows it: its fields by name, plus its links."""
+    links = {
+        "image_url": image_url(i.image_id), "thumbnail_url": thumbnail_url(i.image_id),
+        "crop_url": crop_url(i.annotation_id) if i.annotation_id is not None else None,
+    }
+    return msgspec.convert({**dataclasses.asdict(i), **links}, ResultItem)
+
+
+def next_page(collection_id: int, offset: int, limit: int, returned: int, total: int) -> tuple[int | None, str | None]:
+    """The offset and URL of the page after ``returned`` items from ``offset`` (``None, None``:
+    that was the last page)."""
+    nxt = offset + returned
+    if returned < limit or nxt >= total:
+        return None, None
+    return nxt, f"/v1/collections/{collection_id}?offset={nxt}&limit={limit}"
 
 
 @dataclass
@@ -112,23 +156,33 @@ def _to_request(body: SearchBody, image: bytes | None) -> SearchRequest:
     )
 
 
-def _run(db: DB, reads: Reads, settings: AppSettings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
+def _refinement(body: SearchBody):
+    """The body's MMR diversity, query expansion or relevance feedback as a
+    :class:`visearch.curation.Refinement`; ``None`` when it asks for none of them (the plain
+    search then never reaches the curation package)."""
+    if not (body.diversity or body.expand or body.positive_ids or body.negative_ids):
+        return None
     from visearch.curation.refine import Refinement
 
+    return Refinement(diversity=body.diversity, expand=body.expand,
+                      positive_ids=tuple(body.positive_ids), negative_ids=tuple(body.negative_ids))
+
+
+def _run(db: DB, reads: Reads, settings: AppSettings, owner: str, body: SearchBody, image: bytes | None) -> SearchResponse:
     kept = search_to_collection(
         db, settings, owner, _to_request(body, image), limit=body.limit, depth=body.depth,
         histogram_bins=body.histogram_bins, query=msgspec.to_builtins(body), reads=reads,
-        refinement=Refinement(diversity=body.diversity, expand=body.expand,
-                              positive_ids=tuple(body.positive_ids), negative_ids=tuple(body.negative_ids)),
+        refinement=_refinement(body),
     )
     c = kept.collection
-    nxt, url = convert.next_page(c.id, 0, body.limit, len(kept.page), c.items)
+    nxt, url = next_page(c.id, 0, body.limit, len(kept.page), c.items)
     r = kept.result
     return SearchResponse(
         collection_id=c.id, mode=r.mode, model=r.model, query_source=r.query_source, exact=r.exact,
         candidates=r.candidates, candidates_capped=r.candidates_capped, total=c.items, offset=0, limit=body.limit,
-        items=[convert.item(i) for i in kept.page], next_offset=nxt, next_url=url, note=r.note,
-        coverage=convert.coverage(r.coverage), histogram=convert.histogram(kept.histogram),
+        items=[result_item(i) for i in kept.page], next_offset=nxt, next_url=url, note=r.note,
+        coverage=msgspec.convert(r.coverage, CoverageOut | None, from_attributes=True),
+        histogram=msgspec.convert(kept.histogram, ScoreHistogramOut | None, from_attributes=True),
     )
 
 

@@ -475,7 +475,7 @@ const Console = (() => {
     renderGrid();
   }
 
-  // Bin of a score exactly as PostgreSQL's width_bucket in sql/search/score_histogram.sql (0-based).
+  // Bin of a score exactly as PostgreSQL's width_bucket in score_histogram of sql/search/statements.sql (0-based).
   function binOf(s, h) {
     if (!(h.hi > h.lo)) return 0;
     if (s >= h.hi) return h.bins - 1;
