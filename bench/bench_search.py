@@ -71,9 +71,11 @@ def clustered_unit_vectors(n: int, dim: int, seed: int = 0, clusters: int = 100,
     return out
 
 
-def prepare(db, n: int, dim: int, maintenance_work_mem: str = "2GB"):
-    """Load the data set once; return (model name, image ids, vectors, label sets, small ids)."""
-    model = f"bench-synthetic-{dim}"
+def prepare(db, n: int, dim: int, maintenance_work_mem: str = "2GB", build: dict | None = None):
+    """Load the data set once; return (model name, image ids, vectors, label sets, small ids).
+    ``build``: other HNSW build parameters than visearch's (``{"m": .., "ef_construction": ..}``);
+    the data are kept apart under another model name."""
+    model = f"bench-synthetic-{dim}" + (f"-m{build['m']}-ef{build['ef_construction']}" if build else "")
     vecs = clustered_unit_vectors(n, dim)
     rng = np.random.default_rng(1)
     with db.connect() as conn:
@@ -109,7 +111,7 @@ def prepare(db, n: int, dim: int, maintenance_work_mem: str = "2GB"):
         with db.transaction() as conn:
             # the graph must fit in memory or the build spills and slows several times over
             conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (maintenance_work_mem,))
-            ensure_hnsw_index(conn, "image", row.id)
+            ensure_hnsw_index(conn, "image", row.id, params=build)
         print(f"HNSW index built in {time.perf_counter() - t0:.0f} s")
         with db.connect(autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE images, image_labels, image_embeddings")
@@ -214,10 +216,13 @@ def main() -> None:
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--no-faiss", action="store_true")
     ap.add_argument("--maintenance-work-mem", default="2GB", help="for the HNSW build (1M x 512-d: 4GB)")
+    ap.add_argument("--build", default=None, metavar="M,EF_CONSTRUCTION",
+                    help="HNSW build parameters other than visearch's (hnsw_build_params), e.g. 24,128")
     args = ap.parse_args()
     settings = Settings(data_dir=args.data_dir, database_url=args.database_url)
     db = open_database(settings)
-    model, model_id, ids, vecs, labels, small, ids_of = prepare(db, args.size, args.dim, args.maintenance_work_mem)
+    build = dict(zip(("m", "ef_construction"), map(int, args.build.split(",")))) if args.build else None
+    model, model_id, ids, vecs, labels, small, ids_of = prepare(db, args.size, args.dim, args.maintenance_work_mem, build)
     pos = {int(i): k for k, i in enumerate(ids)}
     rng = np.random.default_rng(0)
     queries = [int(i) for i in rng.choice(ids, size=args.queries, replace=False)]

@@ -102,7 +102,8 @@ def _lock_key(item_kind: str, model_id: int) -> int:
 
 
 def build_hnsw_index(
-    conn: psycopg.Connection, item_kind: str, model_id: int, *, parallel_workers: int | None = None
+    conn: psycopg.Connection, item_kind: str, model_id: int, *, parallel_workers: int | None = None,
+    params: dict[str, int] | None = None,
 ) -> bool:
     """Build the model's HNSW index on the item kind's vector table unless it is there.
 
@@ -113,7 +114,8 @@ def build_hnsw_index(
     ``CREATE INDEX`` (tests, migrations). An invalid index left by an interrupted concurrent build
     is dropped and built again. When another process is building it right now (advisory lock
     held), nothing is done. The DDL is ``sql/vectors/create_hnsw_index.sql``; the parameters come
-    from :func:`hnsw_build_params`.
+    from :func:`hnsw_build_params` unless ``params`` (``{"m": .., "ef_construction": ..}``) names
+    others (benchmarks comparing builds).
 
     Returns:
         True if this call built the index.
@@ -142,7 +144,7 @@ def build_hnsw_index(
             conn.execute(sql.SQL("DROP INDEX {} IF EXISTS {}").format(
                 sql.SQL("CONCURRENTLY") if concurrent else sql.SQL(""), sql.Identifier(name)))
         dim = conn.execute("SELECT dim FROM embedding_models WHERE id = %s", (model_id,)).fetchone()[0]
-        params = hnsw_build_params(dim)
+        params = params or hnsw_build_params(dim)
         workers = parallel_workers if parallel_workers is not None else min(7, max(0, (os.cpu_count() or 1) - 1))
         ddl = sql.SQL(read_sql("vectors/create_hnsw_index.sql")).format(
             concurrently=sql.SQL("CONCURRENTLY") if concurrent else sql.SQL(""),
@@ -164,9 +166,10 @@ def build_hnsw_index(
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_BUILD_LOCK, _lock_key(item_kind, model_id)))
 
 
-def ensure_hnsw_index(conn: psycopg.Connection, item_kind: str, model_id: int) -> str:
+def ensure_hnsw_index(conn: psycopg.Connection, item_kind: str, model_id: int, *,
+                      params: dict[str, int] | None = None) -> str:
     """Build the model's HNSW index if missing (:func:`build_hnsw_index`); return its name."""
-    build_hnsw_index(conn, item_kind, model_id)
+    build_hnsw_index(conn, item_kind, model_id, params=params)
     return hnsw_index_name(item_kind, model_id)
 
 
