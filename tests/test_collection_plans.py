@@ -27,3 +27,15 @@ def test_a_collection_page_reads_its_items_by_the_collection_key(db):
     plan = _plan(db, sql_blocks("collections/collection.sql")["items_page"],
                  {"collection_id": 1, "offset": 10, "limit": 5})
     assert "collection_items_pkey" in plan and "Seq Scan on collection_items" not in plan, plan
+
+
+def test_the_exports_read_the_items_by_the_collection_key_and_images_and_boxes_by_image_id(db):
+    """The exports read the collection's items first (Citus: the tables are not co-located),
+    then each image by its key and its boxes through an index that starts with the image id."""
+    images = _plan(db, read_sql("collections/export_images.sql"), {"collection_id": 1})
+    assert "collection_items_pkey" in images and "images_pkey" in images, images
+    for objects_only in (True, False):
+        boxes = _plan(db, read_sql("collections/export_annotations.sql"),
+                      {"collection_id": 1, "objects_only": objects_only})
+        assert "collection_items_pkey" in boxes and "Seq Scan" not in boxes, boxes
+        assert "Index Cond: (image_id = t.image_id)" in boxes, boxes

@@ -220,11 +220,14 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
     """
     params = _context_params(req, settings, kind=kind, needs_text=needs_text)
     row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
-    return _context(conn, req, settings, row, kind=kind, needs_text=needs_text)
+    return _context(conn, req, settings, params, row)
 
 
-def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_text: bool) -> dict:
-    parsed = parse_query(req.query) if req.query else None
+def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_text: bool,
+                    parsed: "ParsedQuery | None" = None) -> dict:
+    """The context statement's parameters for ``req`` (``parsed``: its query, if parsed already)."""
+    if parsed is None and req.query:
+        parsed = parse_query(req.query)
     # terms as typed; the database's concept_tag() turns them into tags (sql/search/context.sql)
     required = [*(parsed.concepts if parsed else ()), *(t.lstrip("#") for t in req.concepts)]
     excluded = [t.lstrip("#") for t in req.exclude_concepts]
@@ -236,9 +239,9 @@ def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_
     )
 
 
-def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, row, *,
-             kind: str, needs_text: bool) -> Context:
-    """The :class:`Context` from the context statement's row; raises the request's errors."""
+def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, params: dict, row) -> Context:
+    """The :class:`Context` from the context statement's row (run with ``params``); raises the
+    request's errors."""
     (model_id, name, dim, embeds_text, is_active, dataset_ids, disabled, all_enabled, searched_ids,
      concept_ids, concepts_found, exclude_ids, excludes_found, has_queued, has_failed, has_index,
      exact_cap, concept_size, dataset_size, on_citus, query_images_found, query_image_vectors, query_box_found,
@@ -246,7 +249,8 @@ def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, r
     if model_id is None and req.model:
         canonical = _canonical_model_name(req.model)
         if canonical != req.model:  # another spelling of a stored model ("openclip")
-            return resolve_context(conn, _replace(req, model=canonical), settings, kind=kind, needs_text=needs_text)
+            return resolve_context(conn, _replace(req, model=canonical), settings, kind=params["kind"],
+                                   needs_text=params["needs_text"])
         known = [r[0] for r in conn.execute("SELECT name FROM embedding_models ORDER BY id")]
         raise NotFoundError(f"unknown model {req.model!r}; known models: {', '.join(known) or 'none'}")
     if model_id is None:
@@ -256,11 +260,10 @@ def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, r
             + (f" (models with vectors: {', '.join(known)})" if known else ""))
     if dataset_ids is not None and (None in dataset_ids or disabled):
         filters.resolve_dataset_ids(conn, req.datasets)  # raises with the names and the hint
-    parsed = parse_query(req.query) if req.query else None
     if not concepts_found:
-        filters.resolve_concept_ids(conn, [*(parsed.concepts if parsed else ()), *(t.lstrip("#") for t in req.concepts)])
+        filters.resolve_concept_ids(conn, params["concept_terms"])  # raises, suggesting close tags
     if not excludes_found:
-        filters.resolve_concept_ids(conn, [t.lstrip("#") for t in req.exclude_concepts])
+        filters.resolve_concept_ids(conn, params["exclude_terms"])
     ids = set(req.image_ids)
     query_from, stored = None, None
     if on_citus:  # the vectors came back (Citus refuses the ranking's subquery form)
@@ -398,10 +401,11 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
     """
     settings = settings or get_settings()
     _validate(req)
-    text = parse_query(req.query).text if req.query else None
+    parsed = parse_query(req.query) if req.query else None
+    text = parsed.text if parsed else None
     kind = _KIND[req.mode]
     wanted = req.limit + req.offset
-    params = _context_params(req, settings, kind=kind, needs_text=bool(text))
+    params = _context_params(req, settings, kind=kind, needs_text=bool(text), parsed=parsed)
     key = (db.url, *(tuple(v) if isinstance(v, list) else v for k, v in sorted(params.items())
                      if k not in ("query_image_ids", "query_annotation_id")))
     with db.pooled() as conn, _autocommit(conn):
@@ -419,7 +423,7 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
                     conn.rollback()
                 guess = None
                 row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
-        ctx = _context(conn, req, settings, row, kind=kind, needs_text=bool(text))
+        ctx = _context(conn, req, settings, params, row)
         _RECENT.put(key, ctx)
         shape = plan_search(ctx, req, kind, settings)
         qv = resolve_query_vector(conn, ctx.model, kind, req, text=text, shape=shape, settings=settings,
