@@ -195,6 +195,27 @@ def test_a_search_takes_at_most_three_round_trips(vectors_db, settings):
     assert trips[:3] == [2, 2, 2] and 1 <= trips[3] <= 3, trips
 
 
+def test_a_failed_context_statement_leaves_the_connection_planning_as_before(vectors_db):
+    """The context statement runs with plan_cache_mode forced for it alone; when it fails
+    (here: a division by zero; in life a timeout or a cancel) the pipeline stops before its
+    RESET: the setting must still not outlive it (the pipeline is one implicit transaction), or
+    the connection would go back to the pool planning every statement generically."""
+    from visearch.search.service import _execute_prepared
+
+    shared, _, _ = vectors_db
+    db = Database(shared.url, embedded=False, pool_max_size=1)
+    try:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with db.pooled() as conn:
+                _execute_prepared(conn, "SELECT 1 / %(x)s::int AS y, %(x)s::int AS x", {"x": 0})
+        with db.pooled() as conn:  # the same connection (a pool of one)
+            assert conn.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
+            cur = _execute_prepared(conn, "SELECT 1 / %(x)s::int AS y, %(x)s::int AS x", {"x": 4})
+            assert cur.fetchone() == (0, 4)  # a name used twice is one parameter
+    finally:
+        db.close()
+
+
 def _traced_trips(db, req, settings):
     """(result, round trips) of one search on ``db``'s one pooled connection."""
     with tempfile.TemporaryFile("w+") as trace:
