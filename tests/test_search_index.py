@@ -216,6 +216,43 @@ def test_a_failed_context_statement_leaves_the_connection_planning_as_before(vec
         db.close()
 
 
+def test_a_repeated_kind_of_search_settles_on_a_generic_plan_that_uses_the_same_index(
+        vectors_db, small_exact, monkeypatch):
+    """The ranking statement runs prepared, everything but the query item written in
+    (statements.with_literals): after five custom plans PostgreSQL keeps its generic plan, which
+    must still be the filter class's plan (the model's partial HNSW index for no filter, the
+    concept's own index for a selective one) and give the answer a freshly planned one gives."""
+    from visearch.search import service
+
+    shared, ids, _ = vectors_db
+    for case, index in ((dict(), "Index Scan using image_embeddings_hnsw_model_"),
+                        (dict(concepts=["rare"]), "image_labels_concept")):
+        monkeypatch.setattr(service, "_RECENT", service._Recent())
+        db = Database(shared.url, embedded=False, pool_max_size=1)  # one connection: its statements
+        try:
+            for i in range(7):
+                req = SearchRequest(model="synthetic-64", image_ids=[ids[100 + i]], limit=10, **case)
+                settled = search(db, req, small_exact)
+            with db.pooled() as conn:
+                (name, generic, custom), = conn.execute(
+                    "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE 'WITH ranked%%'").fetchall()
+                plan = "\n".join(r[0] for r in conn.execute(
+                    f"EXPLAIN EXECUTE {name}('{{{int(ids[100])}}}')"))
+        finally:
+            db.close()
+        assert (custom, generic) == (5, 2), case
+        assert index in plan and "Seq Scan on image_embeddings" not in plan, plan
+        monkeypatch.setattr(service, "_RECENT", service._Recent())
+        fresh_db = Database(shared.url, embedded=False, pool_max_size=1)
+        try:
+            fresh = search(fresh_db, req, small_exact)  # planned for this query: a custom plan
+        finally:
+            fresh_db.close()
+        assert [(h.image_id, h.score) for h in settled.hits] == [(h.image_id, h.score) for h in fresh.hits]
+        assert settled.plan == fresh.plan == ("hnsw" if not case else "by_concept") and len(fresh.hits) == 10
+
+
 def _traced_trips(db, req, settings):
     """(result, round trips) of one search on ``db``'s one pooled connection."""
     with tempfile.TemporaryFile("w+") as trace:

@@ -55,7 +55,7 @@ from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
 from visearch.search import filters
 from visearch.search.query_vector import resolve_query_vector
-from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, render
+from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, render, with_literals
 
 Mode = Literal["images", "objects"]
 _KIND = {"images": "image", "objects": "object"}
@@ -197,6 +197,8 @@ class Context:
     #: a search by one stored image or box that has a vector: the ranking statement reads it
     #: itself (``Shape.query_from``); None otherwise
     query_from: str | None = None
+    #: the database is a Citus coordinator (statements are distributed: nothing is prepared)
+    on_citus: bool = False
 
 
 @contextmanager
@@ -283,7 +285,7 @@ def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, p
         searched_ids=searched_ids or [], all_enabled=all_enabled, concept_ids=concept_ids or [],
         exclude_concept_ids=exclude_ids or [], has_queued=has_queued, has_failed=has_failed,
         has_index=has_index, exact_cap=exact_cap, concept_size=concept_size, dataset_size=dataset_size,
-        stored_vectors=stored, query_from=query_from,
+        stored_vectors=stored, query_from=query_from, on_citus=bool(on_citus),
     )
 
 
@@ -438,7 +440,9 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
         else:
             try:
                 cur, sent = _execute_prepared(conn, read_sql("search/context.sql"), params,
-                                              then=lambda: _send_rank(conn, guess, wanted, settings, exact=guess.exact))
+                                              # (never on Citus: no query_from there, no guess)
+                                              then=lambda: _send_rank(conn, guess, wanted, settings,
+                                                                      exact=guess.exact, prepare=True))
                 row, guessed = cur.fetchone(), sent.fetchall()
             except psycopg.Error:  # the guess failed (a model dropped since?): without it
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -456,12 +460,12 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
         if guessed is not None and _same_statement(guess, shape):
             rows = guessed
         else:
-            rows = _rank(conn, shape, wanted, settings, exact=exact)
+            rows = _rank(conn, shape, wanted, settings, exact=exact, prepare=not ctx.on_citus)
         if not exact and (len(rows) < wanted or _lost_itself(shape, req, rows)):
             # the index under-filled (very selective filter or score bound), or missed the query
             # item itself (an HNSW tail failure: the rest of the answer is suspect too): exact
             exact = True
-            rows = _rank(conn, shape, wanted, settings, exact=True)
+            rows = _rank(conn, shape, wanted, settings, exact=True, prepare=not ctx.on_citus)
         coverage = search_coverage(
             conn, ctx.model, kind, ctx.dataset_ids, has_queued=ctx.has_queued,
             has_failed=ctx.has_failed, page_full=len(rows) >= wanted,
@@ -561,26 +565,48 @@ def _ef_search(settings: Settings, limit: int) -> int:
 
 
 def _send_rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *,
-               exact: bool) -> psycopg.Cursor:
+               exact: bool, prepare: bool) -> psycopg.Cursor:
     """Send the ranking statement (an HNSW ranking with its transaction-local pgvector settings
-    before it); inside a pipeline nothing waits, so the caller decides the round trips."""
+    before it); inside a pipeline nothing waits, so the caller decides the round trips.
+
+    ``prepare``: run it as a server-side prepared statement, everything but the query written
+    in (:func:`visearch.search.statements.with_literals`): a repeated kind of search then skips
+    planning it (0.45 ms of a 1.4 ms ranking at a 0.1% filter, 100k x 1280-d, measured). Not on
+    Citus, which cannot distribute a generic plan.
+    """
     params = {**shape.params, "limit": limit}
     statement = shape.rank(exact=exact)
+    if prepare:
+        statement, params = with_literals(conn, statement, params)
     if exact:
-        return conn.execute(statement, params)
+        return _execute(conn, statement, params, prepare=prepare)
     config = hnsw_settings(_ef_search(settings, limit), settings.hnsw_max_scan_tuples)
     conn.execute("BEGIN")
     conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
                  [v for pair in config for v in pair])
-    cur = conn.execute(statement, params)
+    cur = _execute(conn, statement, params, prepare=prepare)
     conn.execute("COMMIT")
     return cur
 
 
-def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool) -> list:
+def _execute(conn: psycopg.Connection, statement, params: dict, *, prepare: bool) -> psycopg.Cursor:
+    """``conn.execute``; ``prepare``: as a server-side prepared statement (pooled connections
+    prepare nothing on their own: ``prepare_threshold=None``, which also ignores ``prepare=True``)."""
+    if not prepare:
+        return conn.execute(statement, params)
+    threshold = conn.prepare_threshold
+    conn.prepare_threshold = 2**31 - 1  # prepare=True is honoured; nothing else gets prepared
+    try:
+        return conn.execute(statement, params, prepare=True)
+    finally:
+        conn.prepare_threshold = threshold
+
+
+def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool,
+          prepare: bool) -> list:
     """Run the ranking statement: one round trip."""
     with conn.pipeline():
-        cur = _send_rank(conn, shape, limit, settings, exact=exact)
+        cur = _send_rank(conn, shape, limit, settings, exact=exact, prepare=prepare)
     return cur.fetchall()
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import re
+
 import psycopg
 from psycopg import sql
 
@@ -217,3 +219,30 @@ def render(conn: psycopg.Connection, statement: sql.Composable, params: dict[str
         return text.rstrip() + ";\n"
     head = "".join(f"SET LOCAL {name} = {value};\n" for name, value in settings)
     return f"BEGIN;\n{head}{text.rstrip()};\nCOMMIT;\n"
+
+
+#: The parameters a prepared ranking statement keeps bound (:func:`with_literals`): the query.
+QUERY_PARAMS = frozenset({"query", "query_image_ids", "query_annotation_id"})
+
+
+def with_literals(conn: psycopg.Connection, statement: sql.Composable, params: dict[str, Any],
+                  keep: frozenset[str] = QUERY_PARAMS) -> tuple[str, dict[str, Any]]:
+    """``statement`` with every parameter but ``keep`` written in as a literal (psycopg's
+    quoting, as :func:`render`), and the parameters left to bind.
+
+    For a statement prepared once and run many times: a ranking's plan depends on its model,
+    filters and limit, not on which item is the query. With those in the text, its generic plan
+    is the plan a custom one would be, so PostgreSQL (``plan_cache_mode = auto``) settles on it
+    after five runs and stops planning the statement per search; with them bound, a generic
+    plan could not use the model's partial HNSW index nor see the limit.
+    """
+    text = statement.as_string(conn) if isinstance(statement, sql.Composable) else statement
+
+    def literal(match: re.Match) -> str:
+        name = match.group(1)
+        if name in keep:
+            return match.group(0)
+        return sql.Literal(params[name]).as_string(conn).replace("%", "%%")
+
+    return (re.sub(r"%\((\w+)\)s", literal, text),
+            {name: value for name, value in params.items() if name in keep})
