@@ -254,7 +254,6 @@ def main() -> None:
     with db.connect() as conn:  # the ef_search search() uses on this index (hnsw_ef_search's rule)
         index_size = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
                                   (hnsw_index_name("image", model_id),)).fetchone()[0]
-    ours_ef = hnsw_ef_search(settings, 10, index_size)
     pos = {int(i): k for k, i in enumerate(ids)}
     rng = np.random.default_rng(0)
     queries = [int(i) for i in rng.choice(ids, size=args.queries, replace=False)]
@@ -303,7 +302,8 @@ def main() -> None:
             f.close()
         used = sorted(set(plans))
         ours = row(case, "search()", lat[0], answers[0], truth,
-                   "plan: " + ", ".join(used) + (f"; ef_search {ours_ef}" if "hnsw" in used else ""))
+                   "plan: " + ", ".join(used)
+                   + (f"; ef_search {hnsw_ef_search(settings, 10, index_size, filtered=bool(spec))}" if "hnsw" in used else ""))
         raws = [row(case, form, lat[j + 1], answers[j + 1], truth, f"ef_search {ef_}" if hnsw else "")
                 for j, (form, hnsw, _, ef_) in enumerate(raw_forms + curve_forms)]
         table += [ours, *raws]
