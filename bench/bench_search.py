@@ -32,9 +32,18 @@ for a query pays for reading its part of the index and heap into memory (measure
 
 Each row: p50/p95 latency, recall@10 against the exact answer (mean, worst query, share of
 queries below 0.5) and rows returned. Ratio = search() p50 / the best raw form's p50 among
-those with recall >= 0.98.
+those with recall >= 0.98. search()'s row notes the ef_search it used (the rule:
+``visearch.search.service.hnsw_ef_search``).
+
+``--ef-search 100,200,400,800`` adds one raw HNSW iterative row per value (vector given) to the
+same rotation: the index's recall/latency curve, which chose that rule. ``--filters`` runs only
+the named filter classes. ``--build M,EF_CONSTRUCTION`` loads the same vectors under another
+model with an index of that build; the images and labels of an earlier run are kept, so two
+builds answer the same queries over the same rows.
 
     python bench/bench_search.py --size 100000 --dim 1280 [--queries 200]
+    python bench/bench_search.py --size 1000000 --dim 512 --queries 100 --no-faiss \
+        --maintenance-work-mem 4GB --build 24,128 --ef-search 100,200,400,800 --filters "none,10% concept"
 """
 
 from __future__ import annotations
