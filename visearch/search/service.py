@@ -580,11 +580,12 @@ def hnsw_ef_search(settings: Settings, limit: int, index_size: float | None = No
     filtered; never below ``limit``, never above 1000 (pgvector's maximum). So at 1M vectors,
     200 unfiltered and 800 filtered.
 
-    Measured (``python bench/bench_search.py --ef-search 100,200,400,800``, 100 stored-image
-    queries, recall@10 against brute force): at 100k x 1280-d, ef_search 100 gives recall 1.000,
+    Measured (``python bench/bench_search.py``, stored-image queries, recall@10 against brute
+    force; README, Benchmarks): at 100k x 1280-d (200 queries), ef_search 100 gives recall 1.000,
     unfiltered and at a 10% concept filter. At 1M x 512-d (100 Gaussian clusters; m 24 /
-    ef_construction 128), unfiltered: 0.967 / 0.988 / 0.992 / 0.993 at ef_search 100 / 200 /
-    400 / 800; with a 10% concept filter: 0.906 / 0.939 / 0.974 / 0.991. The larger graph needs
+    ef_construction 128, ``hnsw_build_params``; 100 queries, ``--ef-search 100,200,400,800``),
+    unfiltered: 0.967 / 0.988 / 0.992 / 0.993 at ef_search 100 / 200 / 400 / 800; with a 10%
+    concept filter: 0.906 / 0.939 / 0.974 / 0.991. The larger graph needs
     a wider beam for the same recall (Malkov & Yashunin 2018, arXiv:1603.09320, sec. 4), and
     an iterative scan with a filter more so: of each beam of ef candidates only the share that
     passes the filter counts, and what it reads beyond the first beam is visited in relaxed
