@@ -32,9 +32,18 @@ for a query pays for reading its part of the index and heap into memory (measure
 
 Each row: p50/p95 latency, recall@10 against the exact answer (mean, worst query, share of
 queries below 0.5) and rows returned. Ratio = search() p50 / the best raw form's p50 among
-those with recall >= 0.98.
+those with recall >= 0.98. search()'s row notes the ef_search it used (the rule:
+``visearch.search.service.hnsw_ef_search``).
+
+``--ef-search 100,200,400,800`` adds one raw HNSW iterative row per value (vector given) to the
+same rotation: the index's recall/latency curve, which chose that rule. ``--filters`` runs only
+the named filter classes. ``--build M,EF_CONSTRUCTION`` loads the same vectors under another
+model with an index of that build; the images and labels of an earlier run are kept, so two
+builds answer the same queries over the same rows.
 
     python bench/bench_search.py --size 100000 --dim 1280 [--queries 200]
+    python bench/bench_search.py --size 1000000 --dim 512 --queries 100 --no-faiss \
+        --maintenance-work-mem 4GB --build 24,128 --ef-search 100,200,400,800 --filters "none,10% concept"
 """
 
 from __future__ import annotations
@@ -49,8 +58,9 @@ from tabulate import tabulate
 from visearch.config import Settings
 from visearch.db.database import open_database
 from visearch.db.models import register_model
-from visearch.db.vectors import ensure_hnsw_index, write_vectors
+from visearch.db.vectors import ensure_hnsw_index, hnsw_index_name, write_vectors
 from visearch.search import SearchRequest, search
+from visearch.search.service import hnsw_ef_search
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERS = [("none", {}), ("10% concept", {"concepts": ["bench_10"]}), ("1% concept", {"concepts": ["bench_1"]}),
@@ -82,7 +92,20 @@ def prepare(db, n: int, dim: int, maintenance_work_mem: str = "2GB", build: dict
         have = conn.execute(
             "SELECT count(*) FROM image_embeddings e JOIN embedding_models m ON m.id = e.model_id WHERE m.name = %s",
             (model,)).fetchone()[0]
-    if have != n:
+    with db.connect() as conn:  # the images and labels of an earlier run (another build's model)
+        kept = [r[0] for r in conn.execute(
+            "SELECT i.id FROM images i JOIN datasets d ON d.id = i.dataset_id WHERE d.name LIKE 'bench-%%'"
+            " ORDER BY i.id")]
+    if have != n and len(kept) == n:
+        t0 = time.perf_counter()
+        with db.transaction() as conn:
+            conn.execute("DELETE FROM embedding_models WHERE name = %s", (model,))
+            row = register_model(conn, model, dim, False, active=False)
+            for start in range(0, n, 20_000):
+                write_vectors(conn, model_id=row.id, item_kind="image", item_ids=kept[start:start + 20_000],
+                              vectors=vecs[start:start + 20_000])
+        print(f"loaded {n} x {dim} vectors for {model} (images and labels kept) in {time.perf_counter() - t0:.0f} s")
+    elif have != n:
         t0 = time.perf_counter()
         with db.transaction() as conn:
             conn.execute("DELETE FROM embedding_models WHERE name = %s", (model,))
@@ -107,6 +130,7 @@ def prepare(db, n: int, dim: int, maintenance_work_mem: str = "2GB", build: dict
                 write_vectors(conn, model_id=row.id, item_kind="image", item_ids=ids[start:start + 20_000],
                               vectors=vecs[start:start + 20_000])
         print(f"loaded {n} x {dim} in {time.perf_counter() - t0:.0f} s")
+    if have != n:
         t0 = time.perf_counter()
         with db.transaction() as conn:
             # the graph must fit in memory or the build spills and slows several times over
@@ -218,18 +242,34 @@ def main() -> None:
     ap.add_argument("--maintenance-work-mem", default="2GB", help="for the HNSW build (1M x 512-d: 4GB)")
     ap.add_argument("--build", default=None, metavar="M,EF_CONSTRUCTION",
                     help="HNSW build parameters other than visearch's (hnsw_build_params), e.g. 24,128")
+    ap.add_argument("--ef-search", default=None, metavar="EF,EF,...",
+                    help="also one raw HNSW iterative row per ef_search value (vector given), in the same"
+                         " rotation: the recall/latency curve of the index, e.g. 100,200,400,800")
+    ap.add_argument("--filters", default=None, metavar="NAME,NAME,...",
+                    help="only these filter classes (of: " + ", ".join(name for name, _ in FILTERS).replace("%", "%%") + ")")
     args = ap.parse_args()
+    curve = [int(v) for v in args.ef_search.split(",")] if args.ef_search else []
+    cases = FILTERS
+    if args.filters:
+        names = [v.strip() for v in args.filters.split(",")]
+        unknown = set(names) - {name for name, _ in FILTERS}
+        if unknown:
+            ap.error(f"unknown filter classes {sorted(unknown)}; known: {[name for name, _ in FILTERS]}")
+        cases = [(name, spec) for name, spec in FILTERS if name in names]
     settings = Settings(data_dir=args.data_dir, database_url=args.database_url)
     db = open_database(settings)
     build = dict(zip(("m", "ef_construction"), map(int, args.build.split(",")))) if args.build else None
     model, model_id, ids, vecs, labels, small, ids_of = prepare(db, args.size, args.dim, args.maintenance_work_mem, build)
+    with db.connect() as conn:  # the ef_search search() uses on this index (hnsw_ef_search's rule)
+        index_size = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                                  (hnsw_index_name("image", model_id),)).fetchone()[0]
     pos = {int(i): k for k, i in enumerate(ids)}
     rng = np.random.default_rng(0)
     queries = [int(i) for i in rng.choice(ids, size=args.queries, replace=False)]
     members = {"none": None, "10% concept": labels["bench_10"], "1% concept": labels["bench_1"],
                "0.1% concept": labels["bench_01"], "1% dataset": small}
-    table, ratios = [], []
-    for case, spec in FILTERS:
+    table, ratios, truth_none = [], [], None
+    for case, spec in cases:
         allowed = members[case]
         cand = np.arange(len(ids)) if allowed is None else np.array([pos[i] for i in sorted(allowed)])
         # the exact answer, brute force in numpy: (queries, candidates) similarities at once
@@ -240,10 +280,12 @@ def main() -> None:
         # search() as the CLI and the API run it, and the raw forms, one query at a time in turn
         # (rotating which goes first), so that load on the machine hits them alike
         exact_form = "raw SQL: exact join" if spec else "raw SQL: exact scan"
-        raw_forms = [("raw SQL: HNSW iterative", True, False), (exact_form, False, False),
-                     ("same answer: HNSW iterative", True, True), ("same answer: " + exact_form[9:], False, True)]
+        ef = settings.hnsw_ef_search
+        raw_forms = [("raw SQL: HNSW iterative", True, False, ef), (exact_form, False, False, ef),
+                     ("same answer: HNSW iterative", True, True, ef), ("same answer: " + exact_form[9:], False, True, ef)]
+        curve_forms = [(f"raw SQL: HNSW iterative, ef {v}", True, False, v) for v in curve]
         raw = [RawForm(db, raw_sql("hnsw" if hnsw else "exact", model_id, args.dim, spec, ids_of, same_answer=same),
-                       hnsw=hnsw, ef_search=settings.hnsw_ef_search, by_id=same) for _, hnsw, same in raw_forms]
+                       hnsw=hnsw, ef_search=ef_, by_id=same) for _, hnsw, same, ef_ in raw_forms + curve_forms]
         plans = []
 
         def ours(q):
@@ -255,7 +297,7 @@ def main() -> None:
         lat = [[] for _ in runners]
         answers = [[] for _ in runners]
         for q in queries:  # untimed: pages the queries touch come into memory for every form alike
-            for run in runners[:2]:  # (the exact forms read every candidate each time anyway)
+            for run in runners[:2] + runners[5:]:  # (the exact forms read every candidate each time anyway)
                 run(q)
         plans.clear()
         for n, q in enumerate(queries):
@@ -267,10 +309,14 @@ def main() -> None:
                 answers[j].append(found)
         for f in raw:
             f.close()
-        ours = row(case, "search()", lat[0], answers[0], truth, "plan: " + ", ".join(sorted(set(plans))))
-        raws = [row(case, form, lat[j + 1], answers[j + 1], truth, f"ef_search {settings.hnsw_ef_search}" if hnsw else "")
-                for j, (form, hnsw, _) in enumerate(raw_forms)]
+        used = sorted(set(plans))
+        ours = row(case, "search()", lat[0], answers[0], truth,
+                   "plan: " + ", ".join(used)
+                   + (f"; ef_search {hnsw_ef_search(settings, 10, index_size, filtered=bool(spec))}" if "hnsw" in used else ""))
+        raws = [row(case, form, lat[j + 1], answers[j + 1], truth, f"ef_search {ef_}" if hnsw else "")
+                for j, (form, hnsw, _, ef_) in enumerate(raw_forms + curve_forms)]
         table += [ours, *raws]
+        raws = raws[:len(raw_forms)]
 
         def best_of(forms):
             good = [r for r in forms if r["recall@10"] >= 0.98] or forms
@@ -284,7 +330,7 @@ def main() -> None:
                        "search() recall@10": ours["recall@10"], "worst": ours["worst"], "rows": ours["rows"]})
         if case == "none":
             truth_none = truth
-    if not args.no_faiss:
+    if not args.no_faiss and truth_none is not None:
         try:
             import faiss
         except ImportError:

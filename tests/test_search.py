@@ -289,7 +289,9 @@ def test_hnsw_indexes_of_high_dimensional_models_are_built_denser(coco_db):
         options = conn.execute(
             "SELECT reloptions FROM pg_class WHERE relname = hnsw_index_name('image_embeddings', 1)").fetchone()[0]
     assert sorted(options) == ["ef_construction=128", "m=24"]
-    assert hnsw_build_params(512) == {"m": 16, "ef_construction": 64}  # pgvector's defaults
+    # from CLIP's 512 dimensions up (1M x 512-d needs it for recall@10 0.98); pgvector's defaults below
+    assert hnsw_build_params(512) == {"m": 24, "ef_construction": 128}
+    assert hnsw_build_params(384) == {"m": 16, "ef_construction": 64}
 
 
 def test_unknown_model_and_concepts_never_together_say_so(coco_db, settings_for):

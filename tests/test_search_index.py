@@ -315,6 +315,71 @@ def test_show_sql_prints_the_statement_that_ran_runnable_as_is(vectors_db, setti
         assert ("SET LOCAL hnsw.iterative_scan" in result.sql) == (result.plan == "hnsw")
 
 
+#: ef_search at an index of 1,000,000 vectors, unfiltered / filtered: what bench_search.py measured
+#: recall@10 >= 0.98 with at 1M x 512-d (visearch.search.service.hnsw_ef_search)
+EF_AT_1M = {False: 200, True: 800}
+
+
+def test_hnsw_ef_search_rises_with_the_index_size(vectors_db, settings):
+    """The ef_search of an HNSW ranking follows the size N of the model's index (its
+    pg_class.reltuples, which the context statement reads): the floor Settings.hnsw_ef_search
+    on this 5,000-vector index, EF_AT_1M once the catalog says 1,000,000 (the count a VACUUM or
+    ANALYZE of a 1M-vector table leaves there), more with a filter. The value is read where the
+    search sets it, on the wire, and equals what --show-sql prints; that statement, run as
+    printed, gives the search's answer: the exact top 10."""
+    from visearch.search.service import hnsw_ef_search
+
+    shared, ids, _ = vectors_db
+    db = Database(shared.url, embedded=False, pool_max_size=1)  # one connection: the one traced
+    index = "image_embeddings_hnsw_model_1"
+
+    def ef_searches(req, settings):
+        """The search's result and the ef_search values it set on the wire, in order."""
+        with tempfile.TemporaryFile("w+") as trace:
+            with db.pooled() as conn:
+                conn.pgconn.trace(trace.fileno())
+                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            result = search(db, req, settings, show_sql=True)
+            with db.pooled() as conn:
+                conn.pgconn.untrace()
+            trace.seek(0)
+            sent = [int(v) for v in re.findall(r"'hnsw\.ef_search' \d+ '(\d+)'", trace.read())]
+        printed = int(re.search(r"SET LOCAL hnsw\.ef_search = (\d+);", result.sql).group(1))
+        assert sent and sent[-1] == printed == result.shape.ef_search, (sent, printed)
+        return result, printed
+
+    def req(**kw):
+        return SearchRequest(model="synthetic-64", image_ids=[ids[5]], limit=10, **kw)
+
+    # (#common's 2,500 images: broad under an exact cap of 1,000, so through the index)
+    broad = settings.model_copy(update={"exact_search_max_candidates": 1000})
+    try:
+        small, ef = ef_searches(req(), broad)
+        assert small.plan == "hnsw" and ef == settings.hnsw_ef_search
+        with shared.connect(autocommit=True) as conn:
+            size = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (index,)).fetchone()[0]
+            conn.execute("UPDATE pg_class SET reltuples = 1e6 WHERE oid = %s::regclass", (index,))
+        try:
+            big = [ef_searches(req(**kw), broad) for kw in (dict(), dict(concepts=["common"]))]
+        finally:
+            with shared.connect(autocommit=True) as conn:
+                conn.execute("UPDATE pg_class SET reltuples = %s WHERE oid = %s::regclass", (size, index))
+    finally:
+        db.close()
+    for (result, ef), filtered in zip(big, (False, True)):
+        assert result.plan == "hnsw" and not result.exact, result.plan
+        assert ef == EF_AT_1M[filtered] == hnsw_ef_search(settings, 10, 1e6, filtered=filtered)
+        with shared.connect(autocommit=True) as conn:
+            rows = last_rows(conn, result.sql)
+        exact = search(shared, req(exact=True, concepts=["common"] if filtered else []), settings)
+        assert [r[0] for r in rows] == [h.image_id for h in result.hits] == [h.image_id for h in exact.hits]
+    # an operator's floor holds at every size; ef_search never drops below the rows asked for
+    # and never exceeds pgvector's maximum, 1000
+    high = settings.model_copy(update={"hnsw_ef_search": 900})
+    assert hnsw_ef_search(high, 10, 5000) == 900 and hnsw_ef_search(high, 10, 1e6) == 1000
+    assert hnsw_ef_search(settings, 300, 5000) == 300 and hnsw_ef_search(settings, 10, None) == settings.hnsw_ef_search
+
+
 def test_stored_id_search_can_leave_the_query_items_out(vectors_db, settings):
     db, ids, _ = vectors_db
     kept = search(db, SearchRequest(model="synthetic-64", image_ids=[ids[0], ids[1]], limit=5), settings)

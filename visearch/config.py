@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     pg_work_mem: str = "64MB"
     pg_effective_cache_size: str = "4GB"
     # HNSW search settings (pgvector). ef_search 40 is pgvector's default; iterative scans keep a
-    # filtered search from returning fewer rows than asked for.
+    # filtered search from returning fewer rows than asked for. hnsw_ef_search is the floor: above
+    # 100k vectors a search uses more, rising with the index size (search.service.hnsw_ef_search).
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     hnsw_max_scan_tuples: int = Field(default=20000, ge=1)
     #: A concept or dataset filter with at most this many items (counted from its own index,

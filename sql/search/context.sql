@@ -87,16 +87,15 @@ concept_ids AS (
 -- ANALYZE; unknown before the first of these: then %(cap)s). Never above %(cap)s. The driver
 -- concept size below is counted up to exact_cap + 1, the named datasets' size up to %(cap)s + 1
 -- (a LIMIT that reads exact_cap is a subquery in LIMIT, which Citus cannot distribute).
-exact_cap AS (  -- also the model's HNSW index (NULL: none yet), named once here
-    SELECT least(%(cap)s, coalesce(
-               (SELECT ceil(4 * sqrt(greatest(%(rows)s, 1)::float8 * r.reltuples))::integer
-                FROM pg_class r
-                WHERE r.oid = h.hnsw_index AND r.reltuples > 0),
-               %(cap)s)) AS cap,
-           h.hnsw_index
-    FROM (SELECT to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
-                                                           ELSE 'object_embeddings' END, m.id)) AS hnsw_index
-          FROM (SELECT 1) one LEFT JOIN model m ON true) h
+exact_cap AS (  -- also the model's HNSW index (NULL: none yet) and its size N, named once here
+    SELECT least(%(cap)s, coalesce(ceil(4 * sqrt(greatest(%(rows)s, 1)::float8 * h.size))::integer,
+                                   %(cap)s)) AS cap,
+           h.hnsw_index, h.size
+    FROM (SELECT x.hnsw_index,
+                 (SELECT r.reltuples::float8 FROM pg_class r WHERE r.oid = x.hnsw_index AND r.reltuples > 0) AS size
+          FROM (SELECT to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
+                                                                 ELSE 'object_embeddings' END, m.id)) AS hnsw_index
+                FROM (SELECT 1) one LEFT JOIN model m ON true) x) h
 ),
 exclude_ids AS (
     SELECT array_agg(k.id ORDER BY t.ord) AS excluded,
@@ -157,7 +156,10 @@ SELECT
             WHERE e.model_id = (SELECT id FROM model) AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_found,
     (SELECT e.embedding FROM object_embeddings e
      WHERE current_setting('citus.version', true) IS NOT NULL
-       AND e.model_id = (SELECT id FROM model) AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_vector
+       AND e.model_id = (SELECT id FROM model) AND e.annotation_id = %(query_annotation_id)s::bigint) AS query_box_vector,
+    -- N, the model's HNSW index size (NULL: no index, or never counted): an HNSW ranking's
+    -- ef_search rises with it (visearch.search.service.hnsw_ef_search)
+    k.size AS hnsw_index_size
 FROM (SELECT 1) one
 LEFT JOIN model m ON true
 CROSS JOIN concept_ids c

@@ -57,15 +57,21 @@ def hnsw_build_params(dim: int) -> dict[str, int]:
     """HNSW build parameters for a model of dimension ``dim``: ``{"m": ..., "ef_construction": ...}``.
 
     The one place they are chosen: :func:`build_hnsw_index` renders them into
-    ``sql/vectors/create_hnsw_index.sql``. Up to 512 dimensions, pgvector's defaults (m = 16,
-    ef_construction = 64). Above, a denser graph built with a wider beam: with the defaults,
-    1280-d EfficientNet vectors of 9,145 Caltech-101 images had mean recall@10 0.999 at
-    ef_search 100, yet two queries found none of their exact top 10 and five not even
-    themselves. Recall rises with M and efConstruction, more so in high dimension (Malkov &
-    Yashunin 2018, arXiv:1603.09320, sec. 4); the cost is build time and memory, not query time
-    at a given ef_search.
+    ``sql/vectors/create_hnsw_index.sql``. Below 512 dimensions, pgvector's defaults (m = 16,
+    ef_construction = 64). From 512 (CLIP's ViT-B) up, a denser graph built with a wider beam:
+    with the defaults, 1280-d EfficientNet vectors of 9,145 Caltech-101 images had mean
+    recall@10 0.999 at ef_search 100, yet two queries found none of their exact top 10 and five
+    not even themselves; and at 1,000,000 x 512-d (``bench/bench_search.py --size 1000000 --dim
+    512 --ef-search 100,200,400,800``, 100 queries) the defaults' graph stayed at recall@10
+    0.941 even at ef_search 800 (2% of queries below 0.5), while m 24 / ef_construction 128
+    reached 0.988 at ef_search 200 (0.991 at 800 with a 10% filter): the search's ef_search
+    rule (``visearch.search.service.hnsw_ef_search``) needs this graph to hold 0.98 at that
+    size. Recall rises with M and efConstruction, more so in high dimension (Malkov & Yashunin
+    2018, arXiv:1603.09320, sec. 4); the cost is build time and memory (the 1M x 512-d build:
+    1,118 s against 299 s with the defaults, on a quiet 2-core machine), not query time at a
+    given ef_search.
     """
-    if dim > 512:
+    if dim >= 512:
         return {"m": 24, "ef_construction": 128}
     return {"m": 16, "ef_construction": 64}
 

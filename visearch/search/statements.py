@@ -68,6 +68,9 @@ class Shape:
     #: by one stored item ``'stored_image'`` / ``'stored_box'``: the statement reads that item's
     #: vector itself (fragments ``stored_image_query`` / ``stored_box_query``)
     query_from: str = "param"
+    #: pgvector's ``hnsw.ef_search`` for this shape's HNSW ranking (the service's
+    #: ``hnsw_ef_search`` rule); None: ``Settings.hnsw_ef_search``
+    ef_search: int | None = None
 
     def _as(self, driver: str) -> "Shape":
         return Shape(self.kind, driver, self.dim, self.params, self.exclude_query_items, self.query_from)
