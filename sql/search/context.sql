@@ -87,15 +87,16 @@ concept_ids AS (
 -- ANALYZE; unknown before the first of these: then %(cap)s). Never above %(cap)s. The driver
 -- concept size below is counted up to exact_cap + 1, the named datasets' size up to %(cap)s + 1
 -- (a LIMIT that reads exact_cap is a subquery in LIMIT, which Citus cannot distribute).
-exact_cap AS (  -- also the model's HNSW index (NULL: none yet) and its size N, named once here
-    SELECT least(%(cap)s, coalesce(ceil(4 * sqrt(greatest(%(rows)s, 1)::float8 * h.size))::integer,
+exact_cap AS MATERIALIZED (  -- also the model's HNSW index (NULL: none yet) and its size N,
+    -- named and computed once here (inlined, each use of a column would repeat its lookups)
+    SELECT least(%(cap)s, coalesce(ceil(4 * sqrt(greatest(%(rows)s, 1)::float8 * n.size))::integer,
                                    %(cap)s)) AS cap,
-           h.hnsw_index, h.size
-    FROM (SELECT x.hnsw_index,
-                 (SELECT r.reltuples::float8 FROM pg_class r WHERE r.oid = x.hnsw_index AND r.reltuples > 0) AS size
-          FROM (SELECT to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
-                                                                 ELSE 'object_embeddings' END, m.id)) AS hnsw_index
-                FROM (SELECT 1) one LEFT JOIN model m ON true) x) h
+           h.hnsw_index, n.size
+    FROM (SELECT to_regclass(hnsw_index_name(CASE %(kind)s WHEN 'image' THEN 'image_embeddings'
+                                                           ELSE 'object_embeddings' END, m.id)) AS hnsw_index
+          FROM (SELECT 1) one LEFT JOIN model m ON true OFFSET 0) h
+    LEFT JOIN LATERAL (SELECT r.reltuples::float8 AS size FROM pg_class r
+                       WHERE r.oid = h.hnsw_index AND r.reltuples > 0) n ON true
 ),
 exclude_ids AS (
     SELECT array_agg(k.id ORDER BY t.ord) AS excluded,
