@@ -14,6 +14,7 @@
 
 -- name: rank_images
 -- Images ranked by cosine similarity to a query vector: the search itself, one statement.
+--   {ranked}    the top `limit` image ids and distances (the `ranked` block below), filled with:
 --   {source}    where the rows come from, `e` being image_embeddings (a source fragment):
 --               all of the model's vectors (HNSW or exact scan), or driven by a selective
 --               filter's own index (a concept's boxes and labels, a dataset's images)
@@ -25,12 +26,7 @@
 -- applied by the caller to these rows (best first), so it can tell an index that under-filled
 -- (then it runs the exact form) from a score range that cut the list short.
 WITH ranked AS MATERIALIZED (
-    SELECT e.image_id, {distance} AS distance
-    FROM {source}
-    WHERE e.model_id = %(model_id)s
-      AND {filters}
-    ORDER BY {distance}
-    LIMIT %(limit)s
+{ranked}
 )
 SELECT r.image_id, 1 - r.distance AS score, i.dataset_id, d.name AS dataset, i.file_name,
        i.width, i.height, i.source_uri, i.external_id
@@ -44,12 +40,7 @@ ORDER BY r.distance, r.image_id
 -- Objects (annotation boxes) ranked by cosine similarity to a query vector, one statement.
 -- Template as rank_images; `e` is object_embeddings and {source} also joins the box as `a`.
 WITH ranked AS MATERIALIZED (
-    SELECT e.annotation_id, {distance} AS distance
-    FROM {source}
-    WHERE e.model_id = %(model_id)s
-      AND {filters}
-    ORDER BY {distance}
-    LIMIT %(limit)s
+{ranked}
 )
 SELECT r.annotation_id, 1 - r.distance AS score, a.image_id, i.dataset_id, d.name AS dataset,
        i.file_name, a.bbox_x, a.bbox_y, a.bbox_w, a.bbox_h, k.name AS concept, a.iscrowd,
@@ -60,6 +51,16 @@ JOIN images i ON i.id = a.image_id
 JOIN datasets d ON d.id = i.dataset_id
 LEFT JOIN concepts k ON k.id = a.concept_id
 ORDER BY r.distance, r.annotation_id
+
+-- name: ranked
+-- The ranking both rank_images and rank_objects wrap: {item} (e.image_id or e.annotation_id)
+-- and its distance, best first, `limit` rows (placeholders as in rank_images).
+    SELECT {item}, {distance} AS distance
+    FROM {source}
+    WHERE e.model_id = %(model_id)s
+      AND {filters}
+    ORDER BY {distance}
+    LIMIT %(limit)s
 
 -- name: score_histogram
 -- The score distribution of a search: how its candidates spread over %(bins)s equal-width bins

@@ -36,7 +36,6 @@ So a search returns min(limit, matches) rows, never fewer because of the index;
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import threading
@@ -56,7 +55,8 @@ from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
 from visearch.search import filters
 from visearch.search.query_vector import resolve_query_vector
-from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, render, with_literals
+from visearch.search.statements import (MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, positional, render,
+                                        with_literals)
 
 Mode = Literal["images", "objects"]
 _KIND = {"images": "image", "objects": "object"}
@@ -310,14 +310,14 @@ def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict,
     (one Sync): if a statement in it fails, the setting is rolled back with it.
 
     The statement's ``%(name)s`` placeholders are turned into ``$n`` once per process
-    (:func:`_positional`) and it runs through a :class:`psycopg.RawCursor`: psycopg parses a
+    (:func:`visearch.search.statements.positional`) and it runs through a :class:`psycopg.RawCursor`: psycopg parses a
     statement's placeholders on every call when its text is longer than 4 kB, as the context
     statement's is (0.1-0.2 ms a search, measured).
 
     ``then``: a callable that queues more statements in the same pipeline, after this one (the
     guessed ranking statement, see :func:`search`); what it returns is returned second.
     """
-    text, names = _positional(statement)
+    text, names = positional(statement)
     with conn.pipeline():
         # Citus cannot distribute a generic plan with parameters ("could not create
         # distributed plan"): where it is loaded the statement gets custom plans instead.
@@ -327,20 +327,6 @@ def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict,
         conn.execute("RESET plan_cache_mode")
         extra = then() if then is not None else None
     return cur if then is None else (cur, extra)
-
-
-@functools.lru_cache(maxsize=8)
-def _positional(statement: str) -> tuple[str, tuple[str, ...]]:
-    """``statement`` with its ``%(name)s`` placeholders numbered ``$1, $2, ...`` in order of
-    first use, and the names in that order (a name used twice is one parameter)."""
-    names: list[str] = []
-
-    def number(match: re.Match) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    return re.sub(r"%\((\w+)\)s", number, statement).replace("%%", "%"), tuple(names)
 
 
 def _canonical_model_name(name: str) -> str:
@@ -390,10 +376,11 @@ def plan_search(ctx: Context, req: SearchRequest, kind: str, settings: Settings)
         "query_annotation_id": req.annotation_id,
         "min_box_area": MIN_CENTROID_BOX_AREA if kind == "object" else None,
     }
-    return Shape(kind, driver, ctx.model.dim, params, exclude_query_items=req.exclude_query_items,
-                 query_from=ctx.query_from or "param",
-                 ef_search=hnsw_ef_search(settings, req.limit + req.offset, ctx.hnsw_index_size,
-                                          filtered=_filtered(params)))
+    shape = Shape(kind, driver, ctx.model.dim, params, exclude_query_items=req.exclude_query_items,
+                  query_from=ctx.query_from or "param")
+    shape.ef_search = hnsw_ef_search(settings, req.limit + req.offset, ctx.hnsw_index_size,
+                                     filtered=shape.filtered)
+    return shape
 
 
 def search(db: Database, req: SearchRequest, settings: Settings | None = None, *,
@@ -547,21 +534,13 @@ def _lost_itself(shape: Shape, req: SearchRequest, rows: list) -> bool:
     """A search by one stored item with nothing that could filter that item out, whose HNSW
     answer does not contain the item (its own vector, at distance 0, must come first): the graph
     search got stuck far from the query, and its other answers are no better."""
-    if _filtered(shape.params) or req.exclude_query_items or req.offset:
+    if shape.filtered or req.exclude_query_items or req.offset:
         return False
     if len(set(req.image_ids)) == 1 and shape.kind == "image":
         return req.image_ids[0] not in {r[0] for r in rows}
     if req.annotation_id is not None and shape.kind == "object":
         return req.annotation_id not in {r[0] for r in rows}
     return False
-
-
-def _filtered(p: dict) -> bool:
-    """Whether a shape's parameters hold a filter checked per row (an HNSW ranking of them is an
-    iterative scan that skips rows)."""
-    return bool(p["dataset_ids"] is not None or p["concept_ids"] or p["exclude_concept_ids"]
-                or p["metadata"] is not None or p["created_from"] or p["created_to"]
-                or p["min_distance"] is not None)
 
 
 #: Index size up to which ``Settings.hnsw_ef_search`` alone holds recall@10 (``hnsw_ef_search``).
@@ -597,7 +576,6 @@ def hnsw_ef_search(settings: Settings, limit: int, index_size: float | None = No
     return min(1000, max(ef, limit))
 
 
-
 def _send_rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *,
                exact: bool, citus: bool) -> psycopg.Cursor:
     """Send the ranking statement (an HNSW ranking with its transaction-local pgvector settings
@@ -620,8 +598,7 @@ def _send_rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Set
         statement, params = with_literals(conn, statement, params)
     if exact:
         return _execute(conn, statement, params, prepare=not citus)
-    ef = shape.ef_search if shape.ef_search is not None else hnsw_ef_search(settings, limit)
-    config = hnsw_settings(ef, settings.hnsw_max_scan_tuples)
+    config = hnsw_settings(shape.ef_search, settings.hnsw_max_scan_tuples)
     if citus:
         conn.execute("BEGIN")
     conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
