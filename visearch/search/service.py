@@ -309,10 +309,9 @@ def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict,
     generic plan whose parameters it has not seen. The pipeline is one implicit transaction
     (one Sync): if a statement in it fails, the setting is rolled back with it.
 
-    The statement's ``%(name)s`` placeholders are turned into ``$n`` once per process
-    (:func:`visearch.search.statements.positional`) and it runs through a :class:`psycopg.RawCursor`: psycopg parses a
-    statement's placeholders on every call when its text is longer than 4 kB, as the context
-    statement's is (0.1-0.2 ms a search, measured).
+    The statement's ``%(name)s`` placeholders are numbered ``$n`` once per process
+    (:func:`visearch.search.statements.positional`) and it runs through a
+    :class:`psycopg.RawCursor`.
 
     ``then``: a callable that queues more statements in the same pipeline, after this one (the
     guessed ranking statement, see :func:`search`); what it returns is returned second.

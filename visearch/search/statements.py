@@ -269,7 +269,8 @@ def positional(statement: str) -> tuple[str, tuple[str, ...]]:
     """``statement`` with its ``%(name)s`` placeholders numbered ``$1, $2, ...`` in order of
     first use (for a :class:`psycopg.RawCursor`), and the names in that order (a name used twice
     is one parameter). Cached: psycopg itself re-parses a statement longer than 4 kB on every
-    call, as the context statement's is (0.1-0.2 ms a search, measured)."""
+    call, as the context statement's is: 0.08 ms of parsing (timeit); a context statement took
+    about 0.2 ms less end to end with this, in one scratch run."""
     names: list[str] = []
 
     def number(match: re.Match) -> str:
