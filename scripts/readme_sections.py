@@ -107,7 +107,7 @@ SERVICES: dict[str, tuple[str, str]] = {
 
 # The files one `POST /v1/search` (by stored image ids, over an embedded dataset) runs code in,
 # in the order a reader follows it, and the SQL files it reads; tests/test_examples.py traces a
-# real request and checks this list. Left out: the plumbing every route shares (SEARCH_PLUMBING).
+# real request and checks this list. Left out: the plumbing (SEARCH_PLUMBING).
 SEARCH_PATH = {
     "visearch/http/controllers/search.py": "parses the body; builds the response, with each item's links",
     "visearch/collections/service.py": "`search_to_collection`: search, histogram, keep the ranking, read page 1",
@@ -127,7 +127,7 @@ SEARCH_PATH_ALSO = (
 )
 SEARCH_PLUMBING = [
     "visearch/http/app.py", "visearch/http/auth.py", "visearch/http/edge.py", "visearch/http/reads.py",
-    "visearch/db/database.py", "visearch/db/routing.py", "visearch/resources.py",
+    "visearch/db/database.py", "visearch/db/routing.py", "visearch/db/prepared.py", "visearch/resources.py",
 ]
 
 # Folders outside the package, in the order shown, with what they hold.
@@ -201,7 +201,8 @@ def map_section() -> str:
         "",
         f"Following one `POST /v1/search` (by stored image ids) means reading {len(SEARCH_PATH)} files, "
         f"{len(python)} Python and {len(SEARCH_PATH) - len(python)} SQL, in this order (traced on a real "
-        "request by `tests/test_examples.py`; left out: the plumbing every route shares, "
+        "request by `tests/test_examples.py`; left out: the plumbing of connections, reads and "
+        "prepared statements, "
         + ", ".join(f"`{p}`" for p in SEARCH_PLUMBING) + "):",
         "",
         *[f"{n}. `{p}`: {role}" for n, (p, role) in enumerate(SEARCH_PATH.items(), 1)],

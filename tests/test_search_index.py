@@ -16,6 +16,7 @@ from visearch.db.models import register_model
 from visearch.db.vectors import ensure_hnsw_index, write_vectors
 from visearch.search import SearchRequest, search
 from visearch.search.service import plan_search, resolve_context
+from visearch.search.statements import hnsw_settings, render
 
 from conftest import last_rows
 
@@ -196,32 +197,46 @@ def test_a_search_takes_at_most_three_round_trips(vectors_db, settings):
 
 
 def test_a_failed_context_statement_leaves_the_connection_planning_as_before(vectors_db):
-    """The context statement runs with plan_cache_mode forced for it alone; when it fails
-    (here: a division by zero; in life a timeout or a cancel) the pipeline stops before its
-    RESET: the setting must still not outlive it (the pipeline is one implicit transaction), or
-    the connection would go back to the pool planning every statement generically."""
-    from visearch.search.service import _execute_prepared
+    """The context statement runs with plan_cache_mode forced for it alone (db.prepared.run).
+    When it fails (here: a division by zero; in life a timeout or a cancel) the setting must
+    still not outlive it (the Query is one implicit transaction), or the connection would go
+    back to the pool planning every statement generically; and the statement it prepared on the
+    way stays known, so the next run neither prepares it twice nor misses it."""
+    from visearch.db.prepared import prepared, run
 
     shared, _, _ = vectors_db
     db = Database(shared.url, embedded=False, pool_max_size=1)
+    statement = prepared("SELECT 1 / %(x)s::int AS y, %(x)s::int AS x")
     try:
         with pytest.raises(psycopg.errors.DivisionByZero):
             with db.pooled() as conn:
-                _execute_prepared(conn, "SELECT 1 / %(x)s::int AS y, %(x)s::int AS x", {"x": 0})
+                conn.autocommit = True
+                run(conn, [(statement, {"x": 0})])
         with db.pooled() as conn:  # the same connection (a pool of one)
             assert conn.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
-            cur = _execute_prepared(conn, "SELECT 1 / %(x)s::int AS y, %(x)s::int AS x", {"x": 4})
-            assert cur.fetchone() == (0, 4)  # a name used twice is one parameter
+            conn.rollback()
+            conn.autocommit = True
+            assert run(conn, [(statement, {"x": 4})]) == [[(0, 4)]]  # a name used twice is one parameter
+            # inside the caller's transaction: the setting ends with the statement there too
+            conn.autocommit = False
+            assert run(conn, [(statement, {"x": 2})]) == [[(0, 2)]]
+            assert conn.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
+            # prepared once, planned once: three runs (the failed one too) on one generic plan
+            assert conn.execute("SELECT count(*), sum(generic_plans), sum(custom_plans) FROM pg_prepared_statements"
+                                " WHERE statement LIKE %s", ("%1 / $1::int%",)).fetchone() == (1, 3, 0)
+            conn.rollback()
     finally:
         db.close()
 
 
-def test_a_repeated_kind_of_search_settles_on_a_generic_plan_that_uses_the_same_index(
+def test_the_ranking_statement_runs_with_a_generic_plan_that_uses_the_filter_class_index(
         vectors_db, small_exact, monkeypatch):
-    """The ranking statement runs prepared, everything but the query item written in
-    (statements.with_literals): after five custom plans PostgreSQL keeps its generic plan, which
-    must still be the filter class's plan (the model's partial HNSW index for no filter, the
-    concept's own index for a selective one) and give the answer a freshly planned one gives."""
+    """The ranking statement runs prepared with a generic plan from its first run, everything but
+    the query item written in (statements.prepared_rank): it is never planned per search. That
+    plan must still be the filter class's plan (the model's partial HNSW index for no filter, the
+    concept's own index for a selective one) and give the answer a freshly planned one gives.
+    (With the model id or the concept bound instead of written in, the generic plan cannot use
+    those indexes and this test fails.)"""
     from visearch.search import service
 
     shared, ids, _ = vectors_db
@@ -236,21 +251,27 @@ def test_a_repeated_kind_of_search_settles_on_a_generic_plan_that_uses_the_same_
             with db.pooled() as conn:
                 (name, generic, custom), = conn.execute(
                     "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
-                    " WHERE statement LIKE 'WITH ranked%%'").fetchall()
-                plan = "\n".join(r[0] for r in conn.execute(
-                    f"EXPLAIN EXECUTE {name}('{{{int(ids[100])}}}')"))
+                    " WHERE statement LIKE '%%AS WITH ranked%%'").fetchall()
+                with conn.transaction():  # the generic plan (auto would plan the first five anew)
+                    conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                    plan = "\n".join(r[0] for r in conn.execute(
+                        f"EXPLAIN EXECUTE {name}('{{{int(ids[100])}}}')"))
         finally:
             db.close()
-        assert (custom, generic) == (5, 2), case
+        assert (custom, generic) == (0, 7), case
         assert index in plan and "Seq Scan on image_embeddings" not in plan, plan
         monkeypatch.setattr(service, "_RECENT", service._Recent())
         fresh_db = Database(shared.url, embedded=False, pool_max_size=1)
         try:
-            fresh = search(fresh_db, req, small_exact)  # planned for this query: a custom plan
+            with fresh_db.pooled() as conn, conn.transaction():  # planned for this query: no parameters
+                shape = settled.shape
+                for setting, value in [] if shape.exact else hnsw_settings(shape.ef_search, small_exact.hnsw_max_scan_tuples):
+                    conn.execute(f"SET LOCAL {setting} = {value}")
+                fresh = conn.execute(render(conn, shape.rank(), {**shape.params, "limit": 10})).fetchall()
         finally:
             fresh_db.close()
-        assert [(h.image_id, h.score) for h in settled.hits] == [(h.image_id, h.score) for h in fresh.hits]
-        assert settled.plan == fresh.plan == ("hnsw" if not case else "by_concept") and len(fresh.hits) == 10
+        assert [(h.image_id, h.score) for h in settled.hits] == [(r[0], r[1]) for r in fresh]
+        assert settled.plan == ("hnsw" if not case else "by_concept") and len(fresh) == 10
 
 
 def _traced_trips(db, req, settings):
@@ -343,7 +364,7 @@ def test_hnsw_ef_search_rises_with_the_index_size(vectors_db, settings):
             with db.pooled() as conn:
                 conn.pgconn.untrace()
             trace.seek(0)
-            sent = [int(v) for v in re.findall(r"'hnsw\.ef_search' \d+ '(\d+)'", trace.read())]
+            sent = [int(v) for v in re.findall(r"set_config\('hnsw\.ef_search', '(\d+)', true\)", trace.read())]
         printed = int(re.search(r"SET LOCAL hnsw\.ef_search = (\d+);", result.sql).group(1))
         assert sent and sent[-1] == printed == result.shape.ef_search, (sent, printed)
         return result, printed
@@ -525,3 +546,54 @@ def test_the_concept_driver_size_counts_from_the_concept_indexes(vectors_db, set
     # may read it through any index, so only the labels' count can show its own index here
     assert "image_labels_concept" in text, text
     assert not re.search(r"Seq Scan on (annotations|image_labels)\b", text), text
+
+
+def test_the_cached_ranking_text_is_each_kind_of_search_s_own():
+    """statements.prepared_rank caches the ranking statement's text per kind of search: every
+    field its text depends on must tell two kinds apart, or one search would run another's
+    filters. Each shape below differs from the first in one such field; asked in turn (twice,
+    the second time from the cache), each must get the text composed for it afresh."""
+    from datetime import datetime, timezone
+
+    from psycopg.types.json import Jsonb
+
+    from visearch.db.prepared import prepared
+    from visearch.search.statements import Shape, prepared_rank, with_literals
+
+    base = dict(model_id=3, dataset_ids=None, concept_ids=[5], exclude_concept_ids=[], metadata=None,
+                created_from=None, created_to=None, min_distance=None, query_image_ids=[11],
+                query_annotation_id=None, min_box_area=None)
+    variants = [
+        ("image", "by_concept", 64, {}, {}), ("object", "by_concept", 64, {"query_image_ids": None,
+                                                                          "query_annotation_id": 7}, {}),
+        ("image", "hnsw", 64, {}, {}), ("image", "hnsw", 128, {}, {}),
+        ("image", "by_concept", 64, {"concept_ids": [6]}, {}),
+        ("image", "by_concept", 64, {"concept_ids": [5, 6]}, {}),
+        ("image", "by_concept", 64, {"model_id": 4}, {}),
+        ("image", "by_concept", 64, {"dataset_ids": [1, 2]}, {}),
+        ("image", "by_concept", 64, {"dataset_ids": [1]}, {}),
+        ("image", "by_concept", 64, {"exclude_concept_ids": [8]}, {}),
+        ("image", "by_concept", 64, {"metadata": Jsonb({"a": 1})}, {}),
+        ("image", "by_concept", 64, {"metadata": Jsonb({"a": True})}, {}),
+        ("image", "by_concept", 64, {"created_from": datetime(2024, 1, 1, tzinfo=timezone.utc)}, {}),
+        ("image", "by_concept", 64, {"min_distance": 0.25}, {}),
+        ("image", "by_concept", 64, {}, {"exclude_query_items": True}),
+        ("image", "by_concept", 64, {"query_image_ids": None}, {"query_from": "param"}),
+    ]
+    cases = []
+    for kind, driver, dim, changes, fields in variants:
+        shape = Shape(kind, driver, dim, {**base, **changes}, **{"query_from": "stored_image", **fields})
+        if kind == "object":
+            shape.query_from = "stored_box"
+        if shape.query_from == "param":
+            shape.params["query"] = [0.0] * dim
+        for exact in (shape.exact, True):
+            for limit in (10, 20):
+                cases.append((shape, exact, limit))
+    fresh = [prepared.__wrapped__(with_literals(None, s.rank(exact=e), {**s.params, "limit": n})[0])
+             for s, e, n in cases]
+    # every variant changes the text, but the dimension of an exact ranking (no ::vector(dim)):
+    # the 64-d and 128-d HNSW shapes ranked exactly, at two limits, share theirs
+    assert len(set(fresh)) == len({(id(s), e, n) for s, e, n in cases}) - 2
+    for _ in range(2):
+        assert [prepared_rank(s, exact=e, limit=n) for s, e, n in cases] == fresh

@@ -33,13 +33,9 @@ MIN_PGVECTOR = (0, 8, 0)
 CHECK_IDLE_SECONDS = 1.0
 
 
-def _stamp_returned(conn: psycopg.Connection) -> None:
-    """Pool ``reset`` callback: note when the connection came back."""
-    conn._visearch_returned_at = time.monotonic()
-
-
 def _check_if_idle(conn: psycopg.Connection) -> None:
-    """Pool ``check`` callback: a round trip only for a connection idle for a while."""
+    """Pool ``check`` callback: a round trip only for a connection idle for a while (since
+    :meth:`Database.pooled` gave it back)."""
     returned = getattr(conn, "_visearch_returned_at", None)
     if returned is None or time.monotonic() - returned > CHECK_IDLE_SECONDS:
         ConnectionPool.check_connection(conn)
@@ -98,7 +94,10 @@ class Database:
         pool = self._get_pool()
         try:
             with pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:  # (a pool reset callback would hand every return to a worker thread)
+                    conn._visearch_returned_at = time.monotonic()
         except PoolTimeout:
             if not self._reachable():
                 self._pool_down = True
@@ -136,7 +135,6 @@ class Database:
                     kwargs={"prepare_threshold": None},
                     configure=register_vector,
                     check=_check_if_idle,
-                    reset=_stamp_returned,
                     timeout=self.pool_timeout,
                     open=True,
                     name="visearch",

@@ -51,12 +51,12 @@ from psycopg.types.json import Jsonb
 from visearch.config import Settings, get_settings
 from visearch.db.database import Database
 from visearch.db.models import ModelRow
+from visearch.db.prepared import Prepared, prepared, run
 from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
 from visearch.search import filters
 from visearch.search.query_vector import resolve_query_vector
-from visearch.search.statements import (MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, positional, render,
-                                        with_literals)
+from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, prepared_rank, render
 
 Mode = Literal["images", "objects"]
 _KIND = {"images": "image", "objects": "object"}
@@ -226,8 +226,17 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
         InvalidRequestError: a named dataset has AI search disabled.
     """
     params = _context_params(req, settings, kind=kind, needs_text=needs_text)
-    row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
+    (row,), = run(conn, [(_context_statement(), params)])
     return _context(conn, req, settings, params, row)
+
+
+def _context_statement() -> Prepared:
+    """``sql/search/context.sql`` as run prepared (:func:`visearch.db.prepared.run`): with a
+    generic plan, planned once per connection. Its plan barely depends on its values, and
+    planning it took longer than running it (measured at 100k x 1280-d: 2.3 ms a call
+    replanned, 0.8 ms prepared with a generic plan; PostgreSQL kept choosing custom plans when
+    left to decide)."""
+    return prepared(read_sql("search/context.sql"))
 
 
 def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_text: bool,
@@ -291,41 +300,6 @@ def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, p
         has_index=has_index, exact_cap=exact_cap, concept_size=concept_size, dataset_size=dataset_size,
         stored_vectors=stored, query_from=query_from, on_citus=bool(on_citus), hnsw_index_size=hnsw_index_size,
     )
-
-
-def _execute_prepared(conn: psycopg.Connection, statement: str, params: dict,
-                      then=None) -> psycopg.Cursor:
-    """Run ``statement`` as a server-side prepared statement with a generic plan, planned once
-    per connection: the context statement's plan barely depends on its values, and planning it
-    took longer than running it (measured at 100k x 1280-d: 2.3 ms a call replanned, 0.8 ms
-    prepared with a generic plan; PostgreSQL kept choosing custom plans when left to decide).
-
-    Pooled connections do not prepare statements on their own (``prepare_threshold=None``, see
-    :meth:`visearch.db.database.Database.connect`); this one is prepared explicitly, and
-    ``plan_cache_mode = force_generic_plan`` holds for its execution only, in the same round
-    trip (PostgreSQL applies the setting to every statement with parameters, unnamed ones too:
-    a generic plan of a ranking statement cannot see its limit or filters). On a server with
-    Citus loaded it is planned per call (``force_custom_plan``): Citus cannot distribute a
-    generic plan whose parameters it has not seen. The pipeline is one implicit transaction
-    (one Sync): if a statement in it fails, the setting is rolled back with it.
-
-    The statement's ``%(name)s`` placeholders are numbered ``$n`` once per process
-    (:func:`visearch.search.statements.positional`) and it runs through a
-    :class:`psycopg.RawCursor`.
-
-    ``then``: a callable that queues more statements in the same pipeline, after this one (the
-    guessed ranking statement, see :func:`search`); what it returns is returned second.
-    """
-    text, names = positional(statement)
-    with conn.pipeline():
-        # Citus cannot distribute a generic plan with parameters ("could not create
-        # distributed plan"): where it is loaded the statement gets custom plans instead.
-        conn.execute("SELECT set_config('plan_cache_mode', CASE WHEN current_setting('citus.version', true)"
-                     " IS NULL THEN 'force_generic_plan' ELSE 'force_custom_plan' END, false)")
-        cur = _execute(conn, text, [params[n] for n in names], prepare=True, raw=True)
-        conn.execute("RESET plan_cache_mode")
-        extra = then() if then is not None else None
-    return cur if then is None else (cur, extra)
 
 
 def _canonical_model_name(name: str) -> str:
@@ -422,19 +396,15 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
         guess = _guess(_RECENT.get(key), req, text, kind, settings)
         guessed = None
         if guess is None:
-            row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
+            (row,), = run(conn, [(_context_statement(), params)])
         else:
-            try:
-                cur, sent = _execute_prepared(conn, read_sql("search/context.sql"), params,
-                                              # (never on Citus: no query_from there, no guess)
-                                              then=lambda: _send_rank(conn, guess, wanted, settings,
-                                                                      exact=guess.exact, citus=False))
-                row, guessed = cur.fetchone(), sent.fetchall()
+            try:  # (never on Citus: no query_from there, no guess)
+                (row,), guessed = run(conn, [(_context_statement(), params),
+                                            (prepared_rank(guess, exact=guess.exact, limit=wanted), guess.params)],
+                                      settings=ranking_settings(guess, settings, exact=guess.exact))
             except psycopg.Error:  # the guess failed (a model dropped since?): without it
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    conn.rollback()
                 guess = None
-                row = _execute_prepared(conn, read_sql("search/context.sql"), params).fetchone()
+                (row,), = run(conn, [(_context_statement(), params)])
         ctx = _context(conn, req, settings, params, row)
         _RECENT.put(key, ctx)
         shape = plan_search(ctx, req, kind, settings)
@@ -575,60 +545,35 @@ def hnsw_ef_search(settings: Settings, limit: int, index_size: float | None = No
     return min(1000, max(ef, limit))
 
 
-def _send_rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *,
-               exact: bool, citus: bool) -> psycopg.Cursor:
-    """Send the ranking statement (an HNSW ranking with its transaction-local pgvector settings
-    before it) into the pipeline open on ``conn``: nothing waits, the caller decides the round
-    trips.
-
-    On one node it runs as a server-side prepared statement, everything but the query written in
-    (:func:`visearch.search.statements.with_literals`): a repeated kind of search then skips
-    planning it (at a 0.1% filter, 100k x 1280-d: 0.94 ms instead of 1.40 a ranking, measured).
-    The pgvector settings need no BEGIN and COMMIT of their own: up to its Sync a pipeline is
-    one implicit transaction, so ``set_config(..., true)`` holds for the statements after it and
-    ends with it (0.8 ms less an HNSW search on a loaded machine, measured). On Citus (``citus``),
-    which cannot distribute a generic plan, the statement is planned per call, in an explicit
-    transaction.
-    """
-    assert conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF, "call inside conn.pipeline()"
-    params = {**shape.params, "limit": limit}
-    statement = shape.rank(exact=exact)
-    if not citus:
-        statement, params = with_literals(conn, statement, params)
-    if exact:
-        return _execute(conn, statement, params, prepare=not citus)
-    config = hnsw_settings(shape.ef_search, settings.hnsw_max_scan_tuples)
-    if citus:
-        conn.execute("BEGIN")
-    conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
-                 [v for pair in config for v in pair])
-    cur = _execute(conn, statement, params, prepare=not citus)
-    if citus:
-        conn.execute("COMMIT")
-    return cur
-
-
-def _execute(conn: psycopg.Connection, statement, params, *, prepare: bool, raw: bool = False) -> psycopg.Cursor:
-    """``conn.execute``; ``prepare``: as a server-side prepared statement (pooled connections
-    prepare nothing on their own: ``prepare_threshold=None``, which also ignores ``prepare=True``);
-    ``raw``: ``statement`` has ``$n`` placeholders and ``params`` is a list
-    (:class:`psycopg.RawCursor`)."""
-    cursor = psycopg.RawCursor(conn) if raw else conn.cursor()
-    if not prepare:
-        return cursor.execute(statement, params)
-    threshold = conn.prepare_threshold
-    conn.prepare_threshold = 2**31 - 1  # prepare=True is honoured; nothing else gets prepared
-    try:
-        return cursor.execute(statement, params, prepare=True)
-    finally:
-        conn.prepare_threshold = threshold
+def ranking_settings(shape: Shape, settings: Settings, *, exact: bool) -> list[tuple[str, str]]:
+    """pgvector's settings for ``shape``'s ranking (transaction-local): none for an exact one."""
+    return [] if exact else hnsw_settings(shape.ef_search, settings.hnsw_max_scan_tuples)
 
 
 def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool,
           citus: bool) -> list:
-    """Run the ranking statement: one round trip."""
+    """Run the ranking statement (``limit`` rows), pgvector's settings before it: one round trip.
+
+    On one node it runs prepared with a generic plan (:func:`visearch.db.prepared.run`),
+    everything but the query written in (:func:`visearch.search.statements.prepared_rank`, its
+    text cached per kind of search): planned once per connection, never per search (at a 0.1%
+    filter, 100k x 1280-d: 0.94 ms instead of 1.40 a ranking, measured). On Citus (``citus``),
+    which cannot distribute a generic plan, it is planned per call, in a transaction of its own
+    for the settings (a pipeline: one round trip).
+    """
+    config = ranking_settings(shape, settings, exact=exact)
+    if not citus:
+        rows, = run(conn, [(prepared_rank(shape, exact=exact, limit=limit), shape.params)], settings=config)
+        return rows
+    statement, params = shape.rank(exact=exact), {**shape.params, "limit": limit}
     with conn.pipeline():
-        cur = _send_rank(conn, shape, limit, settings, exact=exact, citus=citus)
+        if config:
+            conn.execute("BEGIN")
+            conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
+                         [v for pair in config for v in pair])
+        cur = conn.execute(statement, params)
+        if config:
+            conn.execute("COMMIT")
     return cur.fetchall()
 
 
