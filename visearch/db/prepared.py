@@ -35,7 +35,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import psycopg
 from psycopg.adapt import Transformer
@@ -56,6 +56,13 @@ PLAN_MODE = ("set_config('plan_cache_mode', CASE WHEN current_setting('citus.ver
              " THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)")
 
 _ATTRIBUTE = "_visearch_prepared"
+_LITERALS = "_visearch_literals"
+
+#: Values whose literal is kept per connection (:func:`_literal`): these and lists of these.
+_SCALARS = (str, int, float, bool, type(None))
+
+#: Literals kept per connection before the cache starts over.
+MAX_LITERALS = 1024
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,35 @@ def _known(conn: psycopg.Connection) -> OrderedDict:
     return known
 
 
+def _literal(conn: psycopg.Connection) -> Callable[[Any], bytes]:
+    """psycopg's literal of a value for ``conn`` (as :class:`psycopg.sql.Literal` renders it),
+    kept per connection for plain values (:data:`_SCALARS` and lists of them, told apart by
+    type and ``repr``): a kind of search sends the same model, filters and limits each time,
+    and quoting a list costs more than looking it up."""
+    as_literal = Transformer.from_context(conn).as_literal  # (sql.Literal makes one per value)
+    cache = getattr(conn, _LITERALS, None)
+    if cache is None:
+        cache = {}
+        setattr(conn, _LITERALS, cache)
+
+    def literal(value: Any) -> bytes:
+        kind = type(value)
+        if kind not in _SCALARS and not (kind is list and all(type(v) in _SCALARS for v in value)):
+            return as_literal(value)
+        key = (kind, repr(value))
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= MAX_LITERALS:
+                cache.clear()
+            found = cache[key] = as_literal(value)
+        return found
+
+    return literal
+
+
 def _send(conn: psycopg.Connection, known: OrderedDict, steps: Sequence[tuple[Prepared, Mapping[str, Any]]],
           settings: Sequence[tuple[str, str]]) -> list[list[tuple]]:
-    literal = Transformer.from_context(conn).as_literal  # (sql.Literal makes one per value)
+    literal = _literal(conn)
     parts: list[bytes] = []
     new: list[str] = []
     for statement, _ in steps:
@@ -140,7 +173,9 @@ def _send(conn: psycopg.Connection, known: OrderedDict, steps: Sequence[tuple[Pr
             parts.append(f"PREPARE {statement.name} AS {statement.text}".encode())
             new.append(statement.name)
     used = {statement.name for statement, _ in steps}
-    evicted = [name for name in known if name not in used][:max(0, len(known) + len(new) - MAX_PREPARED)]
+    evicted = []
+    if len(known) + len(new) > MAX_PREPARED:
+        evicted = [name for name in known if name not in used][:len(known) + len(new) - MAX_PREPARED]
     parts += [f"DEALLOCATE {name}".encode() for name in evicted]
     if not conn.autocommit:  # in the caller's transaction: the settings end with a savepoint
         parts.append(b"SAVEPOINT visearch_run")

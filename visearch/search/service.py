@@ -351,8 +351,9 @@ def plan_search(ctx: Context, req: SearchRequest, kind: str, settings: Settings)
     }
     shape = Shape(kind, driver, ctx.model.dim, params, exclude_query_items=req.exclude_query_items,
                   query_from=ctx.query_from or "param")
-    shape.ef_search = hnsw_ef_search(settings, req.limit + req.offset, ctx.hnsw_index_size,
-                                     filtered=shape.filtered)
+    if driver == "hnsw":  # (an exact ranking has none)
+        shape.ef_search = hnsw_ef_search(settings, req.limit + req.offset, ctx.hnsw_index_size,
+                                         filtered=shape.filtered)
     return shape
 
 
@@ -393,7 +394,8 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
     key = (db.url, *(tuple(v) if isinstance(v, list) else v for k, v in sorted(params.items())
                      if k not in ("query_image_ids", "query_annotation_id")))
     with db.pooled() as conn, _autocommit(conn):
-        guess = _guess(_RECENT.get(key), req, text, kind, settings)
+        before = _RECENT.get(key)
+        guess = _guess(before, req, text, kind, settings)
         guessed = None
         if guess is None:
             (row,), = run(conn, [(_context_statement(), params)])
@@ -407,13 +409,15 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
                 (row,), = run(conn, [(_context_statement(), params)])
         ctx = _context(conn, req, settings, params, row)
         _RECENT.put(key, ctx)
-        shape = plan_search(ctx, req, kind, settings)
+        # the context the guess was planned from: the same inputs, so the same shape
+        same = guess is not None and ctx.stored_vectors is None and ctx == before
+        shape = guess if same else plan_search(ctx, req, kind, settings)
         qv = resolve_query_vector(conn, ctx.model, kind, req, text=text, shape=shape, settings=settings,
                                   stored=ctx.stored_vectors, in_statement=ctx.query_from is not None)
         if qv.vector is not None:
             shape.params["query"] = qv.vector
         exact = shape.exact
-        if guessed is not None and _same_statement(guess, shape):
+        if guessed is not None and (same or _same_statement(guess, shape)):
             rows = guessed
         else:
             rows = _rank(conn, shape, wanted, settings, exact=exact, citus=ctx.on_citus)

@@ -28,7 +28,6 @@ import re
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from visearch.db.prepared import PLACEHOLDER, Prepared, prepared
 from visearch.resources import sql_blocks
@@ -265,18 +264,6 @@ def with_literals(conn: psycopg.Connection | None, statement: sql.Composable, pa
             {name: value for name, value in params.items() if name in keep})
 
 
-def _frozen(value: Any) -> Any:
-    """A hashable stand-in for a parameter value that tells apart what renders differently
-    (``1`` and ``True``, a list and a Jsonb)."""
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, tuple(_frozen(v) for v in value))
-    if isinstance(value, dict):
-        return ("dict", tuple(sorted((k, _frozen(v)) for k, v in value.items())))
-    if isinstance(value, Jsonb):
-        return ("jsonb", _frozen(value.obj))
-    return (type(value).__name__, value)
-
-
 class _RankKey:
     """A shape's ranking statement, hashed by what its text depends on (the shape carries it
     along for :func:`_prepared_rank` to compose on a miss)."""
@@ -285,8 +272,11 @@ class _RankKey:
 
     def __init__(self, shape: Shape, exact: bool, limit: int) -> None:
         self.shape, self.exact, self.limit = shape, exact, limit
+        # repr() tells apart what renders differently (1 and True, a list and a Jsonb, 0.5 and
+        # 0.50000001); the type names too (a number type whose repr looks like another's)
         self.key = (shape.kind, shape.driver, shape.dim, shape.query_from, shape.exclude_query_items,
-                    exact, limit, _frozen({k: v for k, v in shape.params.items() if k not in QUERY_PARAMS}))
+                    exact, limit, repr([(k, type(v).__name__, v) for k, v in shape.params.items()
+                                        if k not in QUERY_PARAMS]))
 
     def __hash__(self) -> int:
         return hash(self.key)
