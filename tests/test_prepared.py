@@ -71,3 +71,14 @@ def test_a_failed_run_rolls_its_settings_back_and_keeps_the_statements_it_prepar
     assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] != "321"
     assert P.run(conn, [(ok, {}), (bad, {"x": 1})], settings=[("hnsw.ef_search", "321")]) == [[("321",)], [(1,)]]
     assert conn.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
+
+
+def test_a_table_changed_under_a_statement_is_prepared_anew(conn):
+    """A migration while serving may change a table's columns under a prepared statement
+    (PostgreSQL: "cached plan must not change result type"); the next run prepares it again."""
+    conn.execute("CREATE TEMP TABLE changing (a int)")
+    conn.execute("INSERT INTO changing VALUES (1), (2)")
+    statement = P.prepared("SELECT * FROM changing WHERE a > %(x)s::int ORDER BY a")
+    assert P.run(conn, [(statement, {"x": 0})]) == [[(1,), (2,)]]
+    conn.execute("ALTER TABLE changing ADD COLUMN b text DEFAULT 'new'")
+    assert P.run(conn, [(statement, {"x": 1})]) == [[(2, "new")]]

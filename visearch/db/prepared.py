@@ -23,9 +23,14 @@ server's (bench/bench_search.py at a 0.1% filter, where the whole search takes 1
 
 Which statements a connection has prepared is kept on the connection object. PREPARE is not
 transactional: a Query that fails after its PREPAREs leaves them prepared, so after any error
-the list is read back from ``pg_prepared_statements`` before the next use; a statement missing
-(``DISCARD ALL`` by someone) or already there is recovered from once the same way. At most
+the list is read back from ``pg_prepared_statements`` before the next use. Outside a
+transaction, a statement missing (``DISCARD ALL`` by someone) or already there, or one whose
+table changed its columns, is recovered from once (:func:`_recoverable`). At most
 :data:`MAX_PREPARED` are kept per connection, the least recently used deallocated first.
+
+Prepared statements live in the server session: behind a pooler in transaction mode (PgBouncer
+``pool_mode = transaction``) a connection's next transaction may land in another session. Connect
+visearch to PostgreSQL directly or through a pooler in session mode.
 """
 
 from __future__ import annotations
@@ -116,14 +121,30 @@ def run(conn: psycopg.Connection, steps: Sequence[tuple[Prepared, Mapping[str, A
         known = _known(conn)
         try:
             return _send(conn, known, steps, settings)
-        except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement):
-            setattr(conn, _ATTRIBUTE, None)  # someone else's DISCARD ALL or DEALLOCATE: read back
-            if attempt:
+        except psycopg.Error as error:
+            setattr(conn, _ATTRIBUTE, None)  # PREPAREs before a failure stay: read back first
+            if attempt or not _recoverable(conn, error, steps):
                 raise
-        except psycopg.Error:
-            setattr(conn, _ATTRIBUTE, None)  # PREPAREs before the failure stay: read back
-            raise
     raise AssertionError("unreachable")
+
+
+def _recoverable(conn: psycopg.Connection, error: psycopg.Error,
+                 steps: Sequence[tuple[Prepared, Mapping[str, Any]]]) -> bool:
+    """Whether ``steps`` may run again after ``error``, outside a transaction only: the server
+    dropped statements behind this module's back (``DISCARD ALL``, ``DEALLOCATE``) or has ones it
+    did not know of, or a table's columns changed under a statement ("cached plan must not
+    change result type": a migration while serving), which is then prepared anew."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    if isinstance(error, (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)):
+        return True
+    if isinstance(error, psycopg.errors.FeatureNotSupported) and "must not change result type" in str(error):
+        known = _known(conn)
+        for name in {statement.name for statement, _ in steps} & set(known):
+            conn.execute(f"DEALLOCATE {name}")
+            del known[name]
+        return True
+    return False
 
 
 def _known(conn: psycopg.Connection) -> OrderedDict:
