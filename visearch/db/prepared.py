@@ -16,8 +16,8 @@ with the Query, also when a statement in it fails. The parameters are written in
 with psycopg's quoting (:class:`psycopg.sql.Literal`, as :class:`psycopg.ClientCursor` does); a
 parameter's type is the one its ``$n`` is cast to in the statement (every placeholder must be
 cast once, e.g. ``%(rows)s::integer``). A query vector given as a parameter (a text query, an
-upload, several images averaged) travels as text: 25 kB for 1280-d, 0.7 ms to render (timeit,
-pgvector's dumper), small next to running the model that made it.
+upload, several stored images averaged) travels as text: 25 kB for 1280-d, 0.7 ms to render
+(timeit, pgvector's text dumper).
 
 Why not psycopg's own prepared statements in a pipeline, as before: a search at a 0.1% filter
 (100k x 1280-d, where the whole search takes 1-2 ms) spent 0.7-0.8 ms of client CPU that way,
