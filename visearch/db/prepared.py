@@ -21,7 +21,7 @@ upload, several stored images averaged) travels as text: 25 kB for 1280-d, 0.7 m
 
 Why not psycopg's own prepared statements in a pipeline, as before: a search at a 0.1% filter
 (100k x 1280-d, where the whole search takes 1-2 ms) spent 0.7-0.8 ms of client CPU that way,
-0.35-0.40 ms this way (with the caches below), against 0.1 ms for one hand-written statement
+0.35-0.37 ms this way (with the caches below), against 0.1 ms for one hand-written statement
 (scratch runs side by side); on a 2-core machine the client's time is the server's.
 
 Which statements a connection has prepared is kept on the connection object. PREPARE is not
