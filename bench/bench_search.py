@@ -58,9 +58,8 @@ from tabulate import tabulate
 from visearch.config import Settings
 from visearch.db.database import open_database
 from visearch.db.models import register_model
-from visearch.db.vectors import ensure_hnsw_index, hnsw_index_name, write_vectors
+from visearch.db.vectors import ensure_hnsw_index, write_vectors
 from visearch.search import SearchRequest, search
-from visearch.search.service import hnsw_ef_search
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERS = [("none", {}), ("10% concept", {"concepts": ["bench_10"]}), ("1% concept", {"concepts": ["bench_1"]}),
@@ -260,9 +259,6 @@ def main() -> None:
     db = open_database(settings)
     build = dict(zip(("m", "ef_construction"), map(int, args.build.split(",")))) if args.build else None
     model, model_id, ids, vecs, labels, small, ids_of = prepare(db, args.size, args.dim, args.maintenance_work_mem, build)
-    with db.connect() as conn:  # the ef_search search() uses on this index (hnsw_ef_search's rule)
-        index_size = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
-                                  (hnsw_index_name("image", model_id),)).fetchone()[0]
     pos = {int(i): k for k, i in enumerate(ids)}
     rng = np.random.default_rng(0)
     queries = [int(i) for i in rng.choice(ids, size=args.queries, replace=False)]
@@ -290,7 +286,7 @@ def main() -> None:
 
         def ours(q):
             res = search(db, SearchRequest(image_ids=[q], limit=10, model=model, **spec), settings)
-            plans.append(res.plan)
+            plans.append((res.plan, res.shape.ef_search))
             return [h.image_id for h in res.hits]
 
         runners = [ours] + [lambda q, f=f: f(vecs[pos[q]], q) for f in raw]
@@ -309,10 +305,10 @@ def main() -> None:
                 answers[j].append(found)
         for f in raw:
             f.close()
-        used = sorted(set(plans))
+        used = sorted({plan for plan, _ in plans})  # (the ef_search of its HNSW rankings: hnsw_ef_search's rule)
+        efs = sorted({ef_ for plan, ef_ in plans if plan == "hnsw"})
         ours = row(case, "search()", lat[0], answers[0], truth,
-                   "plan: " + ", ".join(used)
-                   + (f"; ef_search {hnsw_ef_search(settings, 10, index_size, filtered=bool(spec))}" if "hnsw" in used else ""))
+                   "plan: " + ", ".join(used) + (f"; ef_search {', '.join(map(str, efs))}" if efs else ""))
         raws = [row(case, form, lat[j + 1], answers[j + 1], truth, f"ef_search {ef_}" if hnsw else "")
                 for j, (form, hnsw, _, ef_) in enumerate(raw_forms + curve_forms)]
         table += [ours, *raws]

@@ -85,6 +85,38 @@ def test_the_ranking_runs_on_every_shard_with_its_hnsw_index(citus_db, vectors):
     assert plan.count(f"Index Scan using image_embeddings_hnsw_model_{citus_db.model_id}_") == SHARDS, plan
 
 
+def test_search_s_prepared_ranking_is_planned_per_call_on_every_shard_s_hnsw_index(citus_db, vectors):
+    """On Citus the ranking runs as visearch.db.prepared runs it on one node (PREPARE, EXECUTE
+    with the values written in), with custom plans: each shard's task must still order by that
+    shard's HNSW index, the query vector bound (Citus returns stored vectors to the client)."""
+    from psycopg import sql
+
+    from visearch.db.prepared import run
+    from visearch.search.service import plan_search, ranking_settings, resolve_context
+    from visearch.search.statements import prepared_rank
+
+    settings = Settings()
+    req = SearchRequest(model=MODEL, image_ids=[7], limit=10, exact=False)
+    with citus_db.connect(autocommit=True) as conn:
+        ctx = resolve_context(conn, req, settings, kind="image", needs_text=False)
+        shape = plan_search(ctx, req, "image", settings)
+        shape.params["query"] = ctx.stored_vectors[0].to_numpy()
+        statement = prepared_rank(shape, exact=False, limit=10)
+        rows, = run(conn, [(statement, shape.params)], settings=ranking_settings(shape, settings, exact=False))
+        assert shape.query_from == "param" and rows[0][0] == 7  # the item itself, first
+        conn.execute("SET citus.explain_all_tasks = on")
+        conn.execute("SET citus.propagate_set_commands = 'local'")
+        with conn.transaction():
+            # (1,500 vectors a shard: reading them all and sorting is cheaper; forbid it, as above)
+            for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+                conn.execute(f"SET LOCAL {setting} = off")
+            conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            args = ", ".join(sql.Literal(shape.params[name]).as_string(conn) for name in statement.params)
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {statement.name}({args})"))
+    assert f"Task Count: {SHARDS}" in plan
+    assert plan.count(f"Index Scan using image_embeddings_hnsw_model_{citus_db.model_id}_") == SHARDS, plan
+
+
 def _requests():
     yield SearchRequest(image_ids=[7], limit=10)
     yield SearchRequest(image_ids=[7], limit=10, concepts=[ONE_PERCENT])

@@ -34,7 +34,7 @@ def test_a_value_is_written_in_as_the_server_reads_it_back(conn):
     lists = P.prepared("SELECT %(v)s::text[]::text")
     got = [P.run(conn, [(lists, {"v": v})])[0][0][0] for v in ([1], [True], ["a b"], [], [1], [True])]
     assert got == ["{1}", "{true}", '{"a b"}', "{}", "{1}", "{true}"]
-    assert conn.execute("SELECT count(*) FROM images").fetchone()[0] >= 0  # (still there)
+    assert conn.execute("SELECT to_regclass('images') IS NOT NULL").fetchone()[0]  # (still there)
 
 
 def test_a_statement_is_prepared_once_per_connection_and_the_least_used_deallocated(conn, monkeypatch):

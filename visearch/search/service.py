@@ -56,7 +56,8 @@ from visearch.errors import InvalidRequestError, NotFoundError
 from visearch.resources import read_sql
 from visearch.search import filters
 from visearch.search.query_vector import resolve_query_vector
-from visearch.search.statements import MIN_CENTROID_BOX_AREA, Shape, hnsw_settings, prepared_rank, render
+from visearch.search.statements import (MIN_CENTROID_BOX_AREA, QUERY_PARAMS, Shape, hnsw_settings, prepared_rank,
+                                        render)
 
 Mode = Literal["images", "objects"]
 _KIND = {"images": "image", "objects": "object"}
@@ -198,8 +199,6 @@ class Context:
     #: a search by one stored image or box that has a vector: the ranking statement reads it
     #: itself (``Shape.query_from``); None otherwise
     query_from: str | None = None
-    #: the database is a Citus coordinator (statements are distributed: nothing is prepared)
-    on_citus: bool = False
     #: vectors in the model's HNSW index (``pg_class.reltuples``; None: no index or not counted
     #: yet): what an HNSW ranking's ef_search rises with (:func:`hnsw_ef_search`)
     hnsw_index_size: float | None = None
@@ -298,7 +297,7 @@ def _context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, p
         searched_ids=searched_ids or [], all_enabled=all_enabled, concept_ids=concept_ids or [],
         exclude_concept_ids=exclude_ids or [], has_queued=has_queued, has_failed=has_failed,
         has_index=has_index, exact_cap=exact_cap, concept_size=concept_size, dataset_size=dataset_size,
-        stored_vectors=stored, query_from=query_from, on_citus=bool(on_citus), hnsw_index_size=hnsw_index_size,
+        stored_vectors=stored, query_from=query_from, hnsw_index_size=hnsw_index_size,
     )
 
 
@@ -394,8 +393,7 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
     key = (db.url, *(tuple(v) if isinstance(v, list) else v for k, v in sorted(params.items())
                      if k not in ("query_image_ids", "query_annotation_id")))
     with db.pooled() as conn, _autocommit(conn):
-        before = _RECENT.get(key)
-        guess = _guess(before, req, text, kind, settings)
+        guess = _guess(_RECENT.get(key), req, text, kind, settings)
         guessed = None
         if guess is None:
             (row,), = run(conn, [(_context_statement(), params)])
@@ -409,23 +407,21 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
                 (row,), = run(conn, [(_context_statement(), params)])
         ctx = _context(conn, req, settings, params, row)
         _RECENT.put(key, ctx)
-        # the context the guess was planned from: the same inputs, so the same shape
-        same = guess is not None and ctx.stored_vectors is None and ctx == before
-        shape = guess if same else plan_search(ctx, req, kind, settings)
+        shape = plan_search(ctx, req, kind, settings)
         qv = resolve_query_vector(conn, ctx.model, kind, req, text=text, shape=shape, settings=settings,
                                   stored=ctx.stored_vectors, in_statement=ctx.query_from is not None)
         if qv.vector is not None:
             shape.params["query"] = qv.vector
         exact = shape.exact
-        if guessed is not None and (same or _same_statement(guess, shape)):
+        if guessed is not None and _same_statement(guess, shape, wanted, settings):
             rows = guessed
         else:
-            rows = _rank(conn, shape, wanted, settings, exact=exact, citus=ctx.on_citus)
+            rows = _rank(conn, shape, wanted, settings, exact=exact)
         if not exact and (len(rows) < wanted or _lost_itself(shape, req, rows)):
             # the index under-filled (very selective filter or score bound), or missed the query
             # item itself (an HNSW tail failure: the rest of the answer is suspect too): exact
             exact = True
-            rows = _rank(conn, shape, wanted, settings, exact=True, citus=ctx.on_citus)
+            rows = _rank(conn, shape, wanted, settings, exact=True)
         coverage = search_coverage(
             conn, ctx.model, kind, ctx.dataset_ids, has_queued=ctx.has_queued,
             has_failed=ctx.has_failed, page_full=len(rows) >= wanted,
@@ -493,14 +489,14 @@ def _guess(ctx: Context | None, req: SearchRequest, text: str | None, kind: str,
     return plan_search(ctx, req, kind, settings)
 
 
-def _same_statement(a: Shape, b: Shape) -> bool:
-    """Whether two shapes compose the same ranking statement with the same parameters."""
-    def plain(params: dict) -> dict:
-        return {k: (v.obj if isinstance(v, Jsonb) else v) for k, v in params.items() if k != "query"}
-
-    return ((a.kind, a.driver, a.dim, a.query_from, a.exclude_query_items, a.ef_search)
-            == (b.kind, b.driver, b.dim, b.query_from, b.exclude_query_items, b.ef_search)
-            and "query" not in b.params and plain(a.params) == plain(b.params))
+def _same_statement(a: Shape, b: Shape, limit: int, settings: Settings) -> bool:
+    """Whether two shapes run the same ranking: the same prepared text
+    (:func:`~visearch.search.statements.prepared_rank`, which knows what the text depends on),
+    the same pgvector settings and the same bound query (the item, never a client-side vector)."""
+    return ("query" not in b.params
+            and prepared_rank(a, exact=a.exact, limit=limit) == prepared_rank(b, exact=b.exact, limit=limit)
+            and ranking_settings(a, settings, exact=a.exact) == ranking_settings(b, settings, exact=b.exact)
+            and all(a.params.get(k) == b.params.get(k) for k in QUERY_PARAMS))
 
 
 def _lost_itself(shape: Shape, req: SearchRequest, rows: list) -> bool:
@@ -554,31 +550,18 @@ def ranking_settings(shape: Shape, settings: Settings, *, exact: bool) -> list[t
     return [] if exact else hnsw_settings(shape.ef_search, settings.hnsw_max_scan_tuples)
 
 
-def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool,
-          citus: bool) -> list:
+def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool) -> list:
     """Run the ranking statement (``limit`` rows), pgvector's settings before it: one round trip.
 
-    On one node it runs prepared with a generic plan (:func:`visearch.db.prepared.run`),
-    everything but the query written in (:func:`visearch.search.statements.prepared_rank`, its
-    text cached per kind of search): planned once per connection, never per search (at a 0.1%
-    filter, 100k x 1280-d: 0.94 ms instead of 1.40 a ranking, measured). On Citus (``citus``),
-    which cannot distribute a generic plan, it is planned per call, in a transaction of its own
-    for the settings (a pipeline: one round trip).
+    It runs prepared (:func:`visearch.db.prepared.run`), everything but the query written in
+    (:func:`visearch.search.statements.prepared_rank`, its text cached per kind of search): with
+    a generic plan on one node, planned once per connection, never per search (at a 0.1%
+    filter, 100k x 1280-d: 0.94 ms instead of 1.40 a ranking, measured); planned per call on
+    Citus, which cannot distribute a generic plan.
     """
-    config = ranking_settings(shape, settings, exact=exact)
-    if not citus:
-        rows, = run(conn, [(prepared_rank(shape, exact=exact, limit=limit), shape.params)], settings=config)
-        return rows
-    statement, params = shape.rank(exact=exact), {**shape.params, "limit": limit}
-    with conn.pipeline():
-        if config:
-            conn.execute("BEGIN")
-            conn.execute("SELECT " + ", ".join("set_config(%s, %s, true)" for _ in config),
-                         [v for pair in config for v in pair])
-        cur = conn.execute(statement, params)
-        if config:
-            conn.execute("COMMIT")
-    return cur.fetchall()
+    rows, = run(conn, [(prepared_rank(shape, exact=exact, limit=limit), shape.params)],
+                settings=ranking_settings(shape, settings, exact=exact))
+    return rows
 
 
 def _shortfall_note(req: SearchRequest, ranked: int, short: bool, returned: int) -> str | None:
