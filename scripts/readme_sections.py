@@ -112,7 +112,7 @@ SEARCH_PATH = {
     "visearch/http/controllers/search.py": "parses the body; builds the response, with each item's links",
     "visearch/collections/service.py": "`search_to_collection`: search, histogram, keep the ranking, read page 1",
     "visearch/search/service.py": "`search`; further down the serving model and coverage, `score_histogram`, `parse_query`",
-    "sql/search/context.sql": "names, model, index, filter sizes and the stored query vectors: one statement",
+    "sql/schema/0015_search_context.sql": "`search_context()`: names, model, index, filter sizes and the stored query vectors, in one call",
     "visearch/search/query_vector.py": "the query vector (here: the mean of the stored vectors)",
     "visearch/search/statements.py": "`Shape`: composes the ranking and histogram statements",
     "sql/search/statements.sql": "their templates and fragments (`rank_images`, `score_histogram`, ...)",

@@ -213,7 +213,8 @@ def test_queue_triggers_and_notify_keep_working_on_the_distributed_schema(citus_
 def test_upgrade_of_a_distributed_schema_runs_only_revisions_marked_for_citus(citus_db, citus_url):
     """A schema distributed at an older revision: ``visearch db upgrade`` (and every command,
     which upgrades on first use) refuses a revision not marked ``runs_on_citus`` and changes
-    nothing; at the head it re-applies the Citus forms of the functions a migration re-creates."""
+    nothing; it runs the ones marked (0015, the search's context function); after them it
+    re-applies the Citus forms of the functions a migration re-creates."""
     import re
 
     from click.testing import CliRunner
@@ -245,9 +246,11 @@ def test_upgrade_of_a_distributed_schema_runs_only_revisions_marked_for_citus(ci
             conn.execute(sql_set, (head,))
 
     # a function-only migration re-creates 0013's curation functions in their one-node form
-    # (as this does); the upgrade puts the Citus form back
+    # (as this does); the upgrade puts the Citus form back. From 0014: 0015 runs on Citus.
     text = read_sql("schema/0013_curation_scoped_neighbours.sql")
     with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION search_context")
+        conn.execute(sql_set, ("0014",))
         for name in ("refresh_neighbour_edges", "label_error_suspects"):
             conn.execute(re.search(rf"^CREATE OR REPLACE FUNCTION {name}\(.*?^END \$\$;", text, re.S | re.M).group(0))
         assert "va.image_id = e.image_id" not in conn.execute(
@@ -258,6 +261,7 @@ def test_upgrade_of_a_distributed_schema_runs_only_revisions_marked_for_citus(ci
             "SELECT pg_get_functiondef('label_error_suspects'::regproc)").fetchone()[0]
         assert "f.item_dataset" in conn.execute(
             "SELECT pg_get_functiondef('refresh_neighbour_edges'::regproc)").fetchone()[0]
+        assert conn.execute("SELECT to_regproc('search_context') IS NOT NULL").fetchone()[0]
 
 
 # ---- real images on Citus: ingest, queue priority, object search, curation -------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
     """`POST /v1/search` traced (a profiler on every thread): the visearch modules whose code runs
     for it and the SQL files it reads, leaving out the plumbing every route shares, are exactly
     the README map's list (``SEARCH_PATH`` in scripts/readme_sections.py), at most 8 files
-    (issue 9). The dataset is fully embedded, as after a worker's pass: a search of a dataset
+    (issue 9). A function of visearch's schema that a statement sent calls is followed into the
+    file that defines it (the last revision that does). The dataset is fully embedded, as after a worker's pass: a search of a dataset
     still being embedded also counts what is queued (sql/status/coverage.sql)."""
     import threading
 
@@ -75,6 +77,7 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
 
     import visearch
     from visearch import resources
+    from visearch.db import prepared
     from visearch.db.vectors import write_vectors
     from visearch.http.app import create_app
 
@@ -90,7 +93,7 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
         # the worker takes each item off the queue as it writes its vector (sql/queue/complete.sql)
         conn.execute("DELETE FROM embedding_queue WHERE model_id = %s", (model,))
     package = Path(visearch.__file__).resolve().parent
-    ran, sql_read, tracing = set(), set(), threading.Event()
+    ran, sql_read, sent, tracing = set(), set(), [], threading.Event()
 
     def profile(frame, event, _arg):
         if event == "call" and tracing.is_set():
@@ -99,6 +102,8 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
                 ran.add(Path(path).relative_to(ROOT).as_posix())
                 if frame.f_code is resources.read_sql.__wrapped__.__code__:
                     sql_read.add(f"sql/{frame.f_locals['name']}")
+                if frame.f_code is prepared.run.__code__:
+                    sent.extend(statement.text for statement, _ in frame.f_locals["steps"])
 
     body = {"image_ids": [ids[0]], "limit": 2}
     threading.setprofile(profile)
@@ -117,6 +122,14 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
         sys.setprofile(None)
         threading.setprofile(None)
     assert response.status_code == 200 and response.json()["items"][0]["image_id"] == ids[0]
-    followed = (ran | sql_read) - set(sections.SEARCH_PLUMBING)
+    defined = {}  # schema function -> the last revision's file that defines it
+    for path in sorted((ROOT / "sql" / "schema").glob("*.sql")):
+        for name in re.findall(r"CREATE (?:OR REPLACE )?FUNCTION (\w+)", path.read_text(encoding="utf-8")):
+            defined[name] = path.relative_to(ROOT).as_posix()
+    texts = sent + [resources.read_sql(name.removeprefix("sql/")) for name in sql_read]
+    called = {name for text in texts for name in re.findall(r"\b(\w+)\s*\(", text)}
+    functions = {defined[name] for name in called & defined.keys()}
+    assert "sql/schema/0015_search_context.sql" in functions, sorted(functions)  # (the trace sees them)
+    followed = (ran | sql_read | functions) - set(sections.SEARCH_PLUMBING)
     assert sorted(followed) == sorted(sections.SEARCH_PATH), "\n".join(sorted(followed))
     assert len(sections.SEARCH_PATH) <= 8

@@ -103,7 +103,7 @@ def test_each_filter_class_gets_a_statement_that_uses_its_index(vectors_db, smal
 
 def test_exact_or_hnsw_follows_the_square_root_rule(vectors_db, settings):
     """A filter drives an exact ranking up to 4 * sqrt(rows * N) items, N being the model's
-    HNSW index size (sql/search/context.sql): here N = 5,000, so 895 items for a page of 10
+    HNSW index size (search_context()): here N = 5,000, so 895 items for a page of 10
     (#common's 2,500 images go through the index) and 2,829 for 100 (#common ranks exactly)."""
     db, ids, _ = vectors_db
     with db.connect(autocommit=True) as conn:
@@ -185,7 +185,7 @@ def test_a_search_takes_at_most_three_round_trips(vectors_db, settings):
         trips.append(sum(m.startswith(("Sync", "Query")) for m in sent))
     with db.pooled() as conn:  # the context statement ran prepared, planned once (generic plan)
         plans = conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-                             " WHERE statement LIKE '%%concept_driver_size%%'").fetchall()
+                             " WHERE statement LIKE '%%search_context(%%'").fetchall()
         mode = conn.execute("SHOW plan_cache_mode").fetchone()[0]
     # (one prepared statement per set of parameter types: NULL and array parameters differ)
     assert sum(g for g, _ in plans) == len(cases) and sum(c for _, c in plans) == 0, plans
@@ -499,47 +499,60 @@ def test_the_search_layer_imports_neither_the_worker_nor_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def _nested_plans(conn: psycopg.Connection) -> list[str]:
+    """The plans of the statements the functions called on ``conn`` run from now on
+    (auto_explain, with nested statements, sent to the client as notices), sequential scans
+    priced out."""
+    plans: list[str] = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+    for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                    "SET auto_explain.log_nested_statements = on", "SET auto_explain.log_level = notice",
+                    "SET client_min_messages = notice", "SET enable_seqscan = off"):
+        conn.execute(setting)
+    return plans
+
+
 def test_the_context_statement_counts_named_datasets_from_their_index(vectors_db, settings):
-    """The named datasets' size (counted up to the cap, sql/search/context.sql) reads an index,
-    images_dataset_external_id for images, never a scan of images or annotations (sequential
-    scans priced out): the same cost for a dataset of 50 images as of 5 million."""
-    from visearch.resources import read_sql
-    from visearch.search.service import context_params
+    """The named datasets' size (counted up to the cap by search_context(),
+    sql/schema/0015_search_context.sql) reads an index, images_dataset_external_id for images,
+    never a scan of images or annotations: the same cost for a dataset of 50 images as of 5
+    million. auto_explain shows the function's own statements."""
+    from visearch.search.service import CONTEXT_CALL, context_params
 
     shared, _, _ = vectors_db
-    with shared.connect(autocommit=True) as conn:
-        conn.execute("SET enable_seqscan = off")
-        for kind in ("image", "object"):
+    with shared.connect() as conn:
+        images = conn.execute("SELECT count(*) FROM images i JOIN datasets d ON d.id = i.dataset_id"
+                              " WHERE d.name = 'small'").fetchone()[0]
+    for kind in ("image", "object"):
+        with shared.connect(autocommit=True) as conn:
+            plans = _nested_plans(conn)
             params = context_params(
                 model_name="synthetic-64", fallback_model=settings.model, needs_text=False, kind=kind,
                 dataset_names=["small"], concept_terms=[], exclude_terms=[],
                 cap=settings.exact_search_max_candidates, rows=10)
-            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + read_sql("search/context.sql"), params))
-            # (the module's datasets hold no boxes: the object count is planned from annotations' index)
-            assert kind == "object" or "images_dataset_external_id" in plan, plan
-            assert not re.search(r"Seq Scan on (images|annotations)\b", plan), plan
+            size = conn.execute(CONTEXT_CALL, params).fetchone()[18]
+            plan = "\n".join(plans)
+        assert size == (images if kind == "image" else 0), size
+        # (the module's datasets hold no boxes: the object count is planned from annotations' index)
+        assert kind == "object" or "images_dataset_external_id" in plan, plan
+        assert re.search(r"\b(images|annotations)\b", plan), plan  # the count's own plan is there
+        assert not re.search(r"Seq Scan on (images|annotations)\b", plan), plan
 
 
 def test_the_concept_driver_size_counts_from_the_concept_indexes(vectors_db, settings):
-    """concept_driver_size() (sql/schema/0011_concept_size.sql, called by the context statement)
+    """concept_driver_size() (sql/schema/0011_concept_size.sql, called by search_context())
     counts each required concept's image labels from image_labels_concept: auto_explain
     shows the function's own statements, with sequential scans priced out."""
-    from visearch.resources import read_sql
-    from visearch.search.service import context_params
+    from visearch.search.service import CONTEXT_CALL, context_params
 
     shared, _, _ = vectors_db
     with shared.connect(autocommit=True) as conn:
-        plans: list[str] = []
-        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                        "SET auto_explain.log_nested_statements = on", "SET auto_explain.log_level = notice",
-                        "SET client_min_messages = notice", "SET enable_seqscan = off"):
-            conn.execute(setting)
+        plans = _nested_plans(conn)
         params = context_params(
             model_name="synthetic-64", fallback_model=settings.model, needs_text=False, kind="image",
             dataset_names=None, concept_terms=["rare"], exclude_terms=[],
             cap=settings.exact_search_max_candidates, rows=10)
-        size = conn.execute(read_sql("search/context.sql"), params).fetchone()[17]
+        size = conn.execute(CONTEXT_CALL, params).fetchone()[17]
         text = "\n".join(plans)
     assert size == RARE
     # the fixture's concepts are image labels only: with an empty annotations table the planner

@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     hnsw_max_scan_tuples: int = Field(default=20000, ge=1)
     #: A concept or dataset filter with at most this many items (counted from its own index,
     #: never further) may drive the search statement and be ranked exactly; the search takes
-    #: fewer, about 4 * sqrt(rows * N) for a model of N vectors (sql/search/context.sql);
-    #: larger ones and no filter go through the HNSW index (visearch.search.service).
+    #: fewer, about 4 * sqrt(rows * N) for a model of N vectors (search_context(),
+    #: sql/schema/0015_search_context.sql); larger ones and no filter go through the HNSW index
+    #: (visearch.search.service).
     exact_search_max_candidates: int = Field(default=20000, ge=0)
     #: Largest image accepted at ingest, upload, query and embedding, in pixels.
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)

@@ -1,8 +1,8 @@
 """Named server-side prepared statements, several run in one round trip.
 
 A search runs two statements that are planned once per connection and then only executed: the
-context statement (``sql/search/context.sql``) and the ranking statement of its kind
-(:func:`visearch.search.statements.prepared_rank`). :func:`run` sends what one search needs as
+context statement (a call of ``search_context()``, ``sql/schema/0015_search_context.sql``) and
+the ranking statement of its kind (:func:`visearch.search.statements.prepared_rank`). :func:`run` sends what one search needs as
 one simple-protocol Query message, as a person at psql would type it::
 
     PREPARE visearch_1f0c... AS <statement with $1, $2, ...>;   -- first use on this connection

@@ -1,6 +1,6 @@
 """Names of datasets and concepts resolved to ids, with the error a person needs when one is
-wrong. A search resolves its names in one statement (``sql/search/context.sql``) and calls
-these only to explain a failure."""
+wrong. A search resolves its names in one call (``search_context()``,
+``sql/schema/0015_search_context.sql``) and calls these only to explain a failure."""
 
 from __future__ import annotations
 

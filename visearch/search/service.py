@@ -1,10 +1,10 @@
 """The search service: one request in, ranked images or objects out.
 
-A search travels: request -> one statement that resolves names, the model and what it may use
-(``sql/search/context.sql``) -> the query vector (:mod:`visearch.search.query_vector`: text or
-an upload runs the model, several stored images are averaged, a concept centroid is one more
-statement; one stored image or box needs nothing: the ranking statement reads its vector) ->
-one ranking statement that applies the filters and orders by cosine distance (``rank_images``
+A search travels: request -> one call that resolves names, the model and what it may use
+(``search_context()``, ``sql/schema/0015_search_context.sql``) -> the query vector
+(:mod:`visearch.search.query_vector`: text or an upload runs the model, several stored images
+are averaged, a concept centroid is one more statement; one stored image or box needs nothing:
+the ranking statement reads its vector) -> one ranking statement that applies the filters and orders by cosine distance (``rank_images``
 / ``rank_objects`` in ``sql/search/statements.sql``, composed by
 :mod:`visearch.search.statements`) -> typed hits. So a search is at most three round trips to
 PostgreSQL, and a search by one stored item that repeats an earlier request's kind (same model,
@@ -20,7 +20,7 @@ Exact or approximate, decided from cheap information, never by counting the cand
   ``Context.exact_cap`` items, about 4 * sqrt(rows * N) for a model of N vectors and
   never more than ``Settings.exact_search_max_candidates``; counting stops there) drives the
   statement from that index and ranks its rows exactly: cheaper than the index and complete
-  (the rule and its measurements: ``sql/search/context.sql``);
+  (the rule and its measurements: ``search_context()``, ``sql/schema/0015_search_context.sql``);
 * otherwise (no filter, or a broad one) the model's HNSW index orders the rows, with pgvector's
   iterative scan (``hnsw.iterative_scan = relaxed_order``) so that the filters, checked per
   row, do not leave the page short. If it still returns fewer rows than asked (a very
@@ -178,7 +178,7 @@ def _validate(req: SearchRequest) -> None:
 
 @dataclass
 class Context:
-    """What ``sql/search/context.sql`` resolved for one request."""
+    """What ``search_context()`` resolved for one request."""
 
     model: ModelRow
     dataset_ids: list[int] | None  # named datasets, else None (every enabled one)
@@ -189,7 +189,7 @@ class Context:
     has_queued: bool
     has_failed: bool
     has_index: bool
-    #: the most items a filter may hold to drive an exact ranking (``sql/search/context.sql``)
+    #: the most items a filter may hold to drive an exact ranking (``search_context()``)
     exact_cap: int
     concept_size: int | None  # items of the smallest required concept, counted up to exact_cap + 1
     dataset_size: int | None  # items of the named datasets, counted up to exact_cap + 1
@@ -218,7 +218,7 @@ def _autocommit(conn: psycopg.Connection):
 
 def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Settings, *,
                     kind: str, needs_text: bool) -> Context:
-    """Run ``sql/search/context.sql`` for ``req``; raise the request's errors.
+    """Run ``search_context()`` for ``req``; raise the request's errors.
 
     Raises:
         NotFoundError: unknown model (naming the known ones), dataset or concept.
@@ -229,13 +229,20 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
     return _context(conn, req, settings, params, row)
 
 
+#: The context: ``search_context()`` (sql/schema/0015_search_context.sql, which documents its
+#: arguments and columns) called with :func:`context_params`.
+CONTEXT_CALL = (
+    "SELECT * FROM search_context(%(model_name)s::text, %(fallback_model)s::text, %(needs_text)s::boolean,"
+    " %(kind)s::text, %(dataset_names)s::text[], %(concept_terms)s::text[], %(exclude_terms)s::text[],"
+    " %(cap)s::integer, %(rows)s::integer, %(query_image_ids)s::bigint[], %(query_annotation_id)s::bigint)"
+)
+
+
 def _context_statement() -> Prepared:
-    """``sql/search/context.sql`` as run prepared (:func:`visearch.db.prepared.run`): with a
-    generic plan, planned once per connection. Its plan barely depends on its values, and
-    planning it took longer than running it (measured at 100k x 1280-d: 2.3 ms a call
-    replanned, 0.8 ms prepared with a generic plan; PostgreSQL kept choosing custom plans when
-    left to decide)."""
-    return prepared(read_sql("search/context.sql"))
+    """:data:`CONTEXT_CALL` as run prepared (:func:`visearch.db.prepared.run`): planned once per
+    connection, as are the function's own statements (PL/pgSQL keeps their plans for the
+    session)."""
+    return prepared(CONTEXT_CALL)
 
 
 def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_text: bool,
@@ -243,7 +250,7 @@ def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_
     """The context statement's parameters for ``req`` (``parsed``: its query, if parsed already)."""
     if parsed is None and req.query:
         parsed = parse_query(req.query)
-    # terms as typed; the database's concept_tag() turns them into tags (sql/search/context.sql)
+    # terms as typed; the database's concept_tag() turns them into tags (search_context())
     required = [*(parsed.concepts if parsed else ()), *(t.lstrip("#") for t in req.concepts)]
     excluded = [t.lstrip("#") for t in req.exclude_concepts]
     return context_params(
@@ -588,9 +595,9 @@ def _object_hit(r) -> ObjectHit:
 
 # ---- The serving model and coverage -----------------------------------------------------------
 # Which model answers a search, and how much of the searched datasets it can see yet.
-# :func:`search` resolves both in its first statement (``sql/search/context.sql``, which holds
-# the rule); ``visearch model list`` (:mod:`visearch.admin`) asks :func:`serving_model` which
-# one is serving.
+# :func:`search` resolves both in its first statement (``search_context()``,
+# sql/schema/0015_search_context.sql, which holds the rule); ``visearch model list``
+# (:mod:`visearch.admin`) asks :func:`serving_model` which one is serving.
 #
 # **Serving model** (the model used when a request names none): among active models (and only
 # text-capable ones for a text query), the most recently activated one that *covers* the searched
@@ -663,12 +670,12 @@ class Coverage:
 def serving_model(
     conn: psycopg.Connection, *, dataset_ids: Sequence[int] | None, needs_text: bool
 ) -> ModelRow | None:
-    """The serving model by the rule alone (``sql/search/context.sql``) for the datasets with
+    """The serving model by the rule alone (``search_context()``) for the datasets with
     these ids (``None``: every enabled dataset); ``None`` when no active model qualifies."""
     names = None
     if dataset_ids is not None:
         names = [r[0] for r in conn.execute("SELECT name FROM datasets WHERE id = ANY(%s)", (list(dataset_ids),))]
-    row = conn.execute(read_sql("search/context.sql"), context_params(
+    row = conn.execute(CONTEXT_CALL, context_params(
         model_name=None, fallback_model=None, needs_text=needs_text, kind="image",
         dataset_names=names, concept_terms=[], exclude_terms=[], cap=0, rows=1,
     )).fetchone()
@@ -677,7 +684,8 @@ def serving_model(
 
 def context_params(*, model_name, fallback_model, needs_text, kind, dataset_names, concept_terms,
                    exclude_terms, cap, rows, query_image_ids=None, query_annotation_id=None) -> dict:
-    """The parameters of ``sql/search/context.sql`` (documented there)."""
+    """The arguments of ``search_context()`` (:data:`CONTEXT_CALL`; documented in
+    ``sql/schema/0015_search_context.sql``)."""
     return {"model_name": model_name, "fallback_model": fallback_model, "needs_text": needs_text,
             "kind": kind, "dataset_names": list(dataset_names) if dataset_names is not None else None,
             "concept_terms": list(concept_terms), "exclude_terms": list(exclude_terms), "cap": cap,
@@ -693,7 +701,7 @@ def search_coverage(
 
     Args:
         dataset_ids: the searched datasets (``None``: every enabled one).
-        has_queued, has_failed: the probes of ``sql/search/context.sql`` for this model and kind.
+        has_queued, has_failed: the probes of ``search_context()`` for this model and kind.
         page_full: the search returned as many hits as asked.
 
     Active models: counted from the queue, only while items are queued, or when items failed
@@ -834,7 +842,7 @@ _CONCEPT_TERM = re.compile(r"(?<!\S)#([^\s#]+)")
 class ParsedQuery:
     text: str | None  # what remains once the #terms are taken out; None when nothing does
     concepts: tuple[str, ...]  # terms as typed, without '#', in order, deduplicated; the database's
-    # concept_tag() turns them into tags (sql/search/context.sql)
+    # concept_tag() turns them into tags (search_context())
 
 
 def parse_query(query: str) -> ParsedQuery:
