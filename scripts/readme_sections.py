@@ -21,6 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
+#: The SQL files of a search: its context (a function) and its statements' templates.
+SEARCH_SQL = "sql/schema/0015_search_context.sql, sql/search/statements.sql"
+
 # command or "METHOD /path" -> (service modules, SQL files) it reaches; "face" module is read
 # from the code. Paths are relative to the repository root; globs are allowed.
 SERVICES: dict[str, tuple[str, str]] = {
@@ -30,7 +33,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "visearch ingest": ("visearch/ingest/ (writer.py writes)", "inline in visearch/ingest/writer.py"),
     "visearch embed": ("visearch/admin.py (models_to_embed), visearch/embed.py",
                        "sql/queue/*.sql, sql/vectors/*.sql"),
-    "visearch search": ("visearch/search/service.py", "sql/search/*.sql"),
+    "visearch search": ("visearch/search/service.py", SEARCH_SQL),
     "visearch serve": ("visearch/http/app.py", ""),
     "visearch status": ("visearch/status.py", "sql/status/datasets.sql, failures.sql, workers.sql"),
     "visearch worker": ("visearch/worker/scheduler.py -> visearch/embed.py",
@@ -43,7 +46,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "visearch model activate": ("visearch/admin.py", ""),
     "visearch model deactivate": ("visearch/admin.py", ""),
     "POST /v1/search": ("visearch/collections/service.py -> visearch/search/service.py",
-                        "sql/search/*.sql, sql/collections/collection.sql"),
+                        SEARCH_SQL + ", sql/collections/collection.sql"),
     "GET /v1/collections": ("visearch/collections/service.py", "sql/collections/collection.sql"),
     "GET /v1/collections/{collection_id:int}": ("visearch/collections/service.py",
                                                 "sql/collections/collection.sql"),
@@ -79,7 +82,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "GET /v1/datasets/{dataset_id:int}/suspects": ("visearch/curation/suspects.py",
                                                    "label_error_suspects() in sql/schema/0013_curation_scoped_neighbours.sql"),
     "POST /v1/collections/{collection_id:int}/feedback": ("visearch/curation/refine.py (Rocchio), visearch/search/",
-                                                          "sql/search/*.sql, sql/collections/collection.sql"),
+                                                          SEARCH_SQL + ", sql/collections/collection.sql"),
     "visearch connect label-studio": ("visearch/integrations/", "sql/integrations/*.sql"),
     "visearch dataset delete": ("visearch/admin.py", "sql/admin/dataset_contents.sql"),
     "visearch dataset rename": ("visearch/admin.py", ""),
@@ -112,7 +115,8 @@ SEARCH_PATH = {
     "visearch/http/controllers/search.py": "parses the body; builds the response, with each item's links",
     "visearch/collections/service.py": "`search_to_collection`: search, histogram, keep the ranking, read page 1",
     "visearch/search/service.py": "`search`; further down the serving model and coverage, `score_histogram`, `parse_query`",
-    "sql/schema/0015_search_context.sql": "`search_context()`: names, model, index, filter sizes and the stored query vectors, in one call",
+    "sql/schema/0015_search_context.sql":
+        "`search_context()`: names, model, index, filter sizes and the stored query vectors, in one call",
     "visearch/search/query_vector.py": "the query vector (here: the mean of the stored vectors)",
     "visearch/search/statements.py": "`Shape`: composes the ranking and histogram statements",
     "sql/search/statements.sql": "their templates and fragments (`rank_images`, `score_histogram`, ...)",

@@ -68,8 +68,9 @@ def test_the_readme_lists_the_files_one_http_search_runs(db, settings):
     for it and the SQL files it reads, leaving out the plumbing every route shares, are exactly
     the README map's list (``SEARCH_PATH`` in scripts/readme_sections.py), at most 8 files
     (issue 9). A function of visearch's schema that a statement sent calls is followed into the
-    file that defines it (the last revision that does). The dataset is fully embedded, as after a worker's pass: a search of a dataset
-    still being embedded also counts what is queued (sql/status/coverage.sql)."""
+    file that defines it (the last revision that does). The dataset is fully embedded, as after
+    a worker's pass: a search of a dataset still being embedded also counts what is queued
+    (sql/status/coverage.sql)."""
     import threading
 
     import numpy as np

@@ -10,9 +10,12 @@
 -- one, the Citus forms), and starting and ending that plan cost more than running the few
 -- branches a request needs: 0.33 ms of execution a call, prepared with a generic plan, at
 -- 100k x 1280-d. Here each branch is its own statement, run only when the request needs it
--- (PL/pgSQL keeps each statement's plan for the session): a search by one stored image with a
--- #concept took 0.33 ms a round trip this way against 0.53-0.58 ms (bench/bench_search.py's
--- data, scratch timing of db.prepared.run, 2,000 calls each).
+-- (PL/pgSQL keeps each statement's plan for the session). For a search by one stored image
+-- with a #concept (bench/bench_search.py's data, scratch timings, medians): 0.12 ms of
+-- execution (EXPLAIN ANALYZE, 2,000 calls), and 0.33 ms a round trip through db.prepared.run
+-- against 0.53-0.58 ms for the statement (2,000 calls each, three times). Merging the
+-- function's statements further (the datasets' two, the index size and the coverage probes)
+-- measured the same (0.126 ms), so each part stays a statement of its own.
 --
 -- Arguments:
 --   requested_model    text or NULL   the model the request names; NULL = the serving model

@@ -4,10 +4,10 @@ A search travels: request -> one call that resolves names, the model and what it
 (``search_context()``, ``sql/schema/0015_search_context.sql``) -> the query vector
 (:mod:`visearch.search.query_vector`: text or an upload runs the model, several stored images
 are averaged, a concept centroid is one more statement; one stored image or box needs nothing:
-the ranking statement reads its vector) -> one ranking statement that applies the filters and orders by cosine distance (``rank_images``
-/ ``rank_objects`` in ``sql/search/statements.sql``, composed by
-:mod:`visearch.search.statements`) -> typed hits. So a search is at most three round trips to
-PostgreSQL, and a search by one stored item that repeats an earlier request's kind (same model,
+the ranking statement reads its vector) -> one ranking statement that applies the filters and
+orders by cosine distance (``rank_images`` / ``rank_objects`` in ``sql/search/statements.sql``,
+composed by :mod:`visearch.search.statements`) -> typed hits. So a search is at most three
+round trips to PostgreSQL, and a search by one stored item that repeats an earlier request's kind (same model,
 datasets, concepts, limit) one: its ranking statement is sent with the context statement (see
 :func:`search`). The CLI and the HTTP API both call :func:`search`. Further down: which model
 serves a search and how much of the datasets it covers (:func:`serving_model`,
