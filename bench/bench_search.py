@@ -24,10 +24,15 @@ image queries, k = 10:
   stored image's id (the statement reads its vector) in, each hit's score, dataset, file name,
   size, URI and external id out ("same answer"): what a person would send in one statement;
 
-The forms run one query at a time in turn (which goes first rotates), so load on the machine
-hits them alike, after one untimed pass over the queries: otherwise whichever form runs first
-for a query pays for reading its part of the index and heap into memory (measured: ~25 ms at
-100k x 1280-d on the shared machine), and search() alone reads the query's stored vector.
+The forms run one query at a time in turn, in an order drawn at random for each query (seeded),
+so load on the machine hits them alike and no form always runs after the same other one, after
+one untimed pass over the queries: otherwise whichever form runs first for a query pays for
+reading its part of the index and heap into memory (measured: ~25 ms at 100k x 1280-d on the
+shared machine), and search() alone reads the query's stored vector. (A fixed cyclic order,
+which this bench used until then, put search() after the same-answer exact join every time;
+the same search() call measured 0.14-0.28 ms slower there, at a 0.1% filter where a search
+takes 1.1-1.4 ms, than right after another search: the cost of a cold path, on a 2-core
+machine.)
 * FAISS ``IndexHNSWFlat`` (M = 16, efSearch = 100, inner product) in process, unfiltered.
 
 Each row: p50/p95 latency, recall@10 against the exact answer (mean, worst query, share of
@@ -36,7 +41,7 @@ those with recall >= 0.98. search()'s row notes the ef_search it used (the rule:
 ``visearch.search.service.hnsw_ef_search``).
 
 ``--ef-search 100,200,400,800`` adds one raw HNSW iterative row per value (vector given) to the
-same rotation: the index's recall/latency curve, which chose that rule. ``--filters`` runs only
+same turns: the index's recall/latency curve, which chose that rule. ``--filters`` runs only
 the named filter classes. ``--build M,EF_CONSTRUCTION`` loads the same vectors under another
 model with an index of that build; the images and labels of an earlier run are kept, so two
 builds answer the same queries over the same rows.
@@ -243,7 +248,7 @@ def main() -> None:
                     help="HNSW build parameters other than visearch's (hnsw_build_params), e.g. 24,128")
     ap.add_argument("--ef-search", default=None, metavar="EF,EF,...",
                     help="also one raw HNSW iterative row per ef_search value (vector given), in the same"
-                         " rotation: the recall/latency curve of the index, e.g. 100,200,400,800")
+                         " turns: the recall/latency curve of the index, e.g. 100,200,400,800")
     ap.add_argument("--filters", default=None, metavar="NAME,NAME,...",
                     help="only these filter classes (of: " + ", ".join(name for name, _ in FILTERS).replace("%", "%%") + ")")
     args = ap.parse_args()
@@ -274,7 +279,7 @@ def main() -> None:
         truth = [[int(ids[cand[k]]) for k in row_] for row_ in top]
         del sims
         # search() as the CLI and the API run it, and the raw forms, one query at a time in turn
-        # (rotating which goes first), so that load on the machine hits them alike
+        # (in a random order per query), so that load on the machine hits them alike
         exact_form = "raw SQL: exact join" if spec else "raw SQL: exact scan"
         ef = settings.hnsw_ef_search
         raw_forms = [("raw SQL: HNSW iterative", True, False, ef), (exact_form, False, False, ef),
@@ -296,9 +301,9 @@ def main() -> None:
             for run in runners[:2] + runners[5:]:  # (the exact forms read every candidate each time anyway)
                 run(q)
         plans.clear()
-        for n, q in enumerate(queries):
-            for k in range(len(runners)):
-                j = (n + k) % len(runners)
+        order = np.random.default_rng(2)
+        for q in queries:
+            for j in order.permutation(len(runners)):
                 t0 = time.perf_counter()
                 found = runners[j](q)
                 lat[j].append((time.perf_counter() - t0) * 1000)
