@@ -129,22 +129,22 @@ BEGIN
         END IF;
     END IF;
 
+    -- the required and the excluded concepts' ids in the order typed, a tag given twice once
+    -- (an unknown tag: NULL in the array, and *_found false)
     concepts_found := true;
-    IF cardinality(concept_terms) > 0 THEN
-        SELECT array_agg(k.id ORDER BY t.ord), count(k.id) = count(*)
-        INTO concept_ids, concepts_found
-        FROM (SELECT concept_tag(u.term) AS tag, min(u.ord) AS ord
-              FROM unnest(concept_terms) WITH ORDINALITY AS u (term, ord)
-              GROUP BY 1) AS t
-        LEFT JOIN concepts k ON k.tag = t.tag;
-    END IF;
     excludes_found := true;
-    IF cardinality(exclude_terms) > 0 THEN
-        SELECT array_agg(k.id ORDER BY t.ord), count(k.id) = count(*)
-        INTO exclude_concept_ids, excludes_found
-        FROM (SELECT concept_tag(u.term) AS tag, min(u.ord) AS ord
-              FROM unnest(exclude_terms) WITH ORDINALITY AS u (term, ord)
-              GROUP BY 1) AS t
+    IF cardinality(concept_terms) > 0 OR cardinality(exclude_terms) > 0 THEN
+        SELECT array_agg(k.id ORDER BY t.ord) FILTER (WHERE NOT t.excluded),
+               coalesce(bool_and(k.id IS NOT NULL) FILTER (WHERE NOT t.excluded), true),
+               array_agg(k.id ORDER BY t.ord) FILTER (WHERE t.excluded),
+               coalesce(bool_and(k.id IS NOT NULL) FILTER (WHERE t.excluded), true)
+        INTO concept_ids, concepts_found, exclude_concept_ids, excludes_found
+        FROM (SELECT concept_tag(u.term) AS tag, u.excluded, min(u.ord) AS ord
+              FROM (SELECT c.term, c.ord, false AS excluded
+                    FROM unnest(concept_terms) WITH ORDINALITY AS c (term, ord)
+                    UNION ALL
+                    SELECT x.term, x.ord, true FROM unnest(exclude_terms) WITH ORDINALITY AS x (term, ord)) AS u
+              GROUP BY 1, 2) AS t
         LEFT JOIN concepts k ON k.tag = t.tag;
     END IF;
 
