@@ -2,8 +2,9 @@
 
 A search runs two statements that are planned once per connection and then only executed: the
 context statement (a call of ``search_context()``, ``sql/schema/0015_search_context.sql``) and
-the ranking statement of its kind (:func:`visearch.search.statements.prepared_rank`). :func:`run` sends what one search needs as
-one simple-protocol Query message, as a person at psql would type it::
+the ranking statement of its kind (:func:`visearch.search.statements.prepared_rank`).
+:func:`run` sends what one search needs as one simple-protocol Query message, as a person at
+psql would type it::
 
     PREPARE visearch_1f0c... AS <statement with $1, $2, ...>;   -- first use on this connection
     SELECT set_config('plan_cache_mode', ..., true), set_config('hnsw.ef_search', '100', true);

@@ -7,12 +7,12 @@ are averaged, a concept centroid is one more statement; one stored image or box 
 the ranking statement reads its vector) -> one ranking statement that applies the filters and
 orders by cosine distance (``rank_images`` / ``rank_objects`` in ``sql/search/statements.sql``,
 composed by :mod:`visearch.search.statements`) -> typed hits. So a search is at most three
-round trips to PostgreSQL, and a search by one stored item that repeats an earlier request's kind (same model,
-datasets, concepts, limit) one: its ranking statement is sent with the context statement (see
-:func:`search`). The CLI and the HTTP API both call :func:`search`. Further down: which model
-serves a search and how much of the datasets it covers (:func:`serving_model`,
-:class:`Coverage`), the score histogram over a search's candidates (:func:`score_histogram`),
-and query strings (:func:`parse_query`).
+round trips to PostgreSQL, and a search by one stored item that repeats an earlier request's
+kind (same model, datasets, concepts, limit) one: its ranking statement is sent with the
+context statement (see :func:`search`). The CLI and the HTTP API both call :func:`search`.
+Further down: which model serves a search and how much of the datasets it covers
+(:func:`serving_model`, :class:`Coverage`), the score histogram over a search's candidates
+(:func:`score_histogram`), and query strings (:func:`parse_query`).
 
 Exact or approximate, decided from cheap information, never by counting the candidates:
 
