@@ -562,6 +562,46 @@ def test_the_concept_driver_size_counts_from_the_concept_indexes(vectors_db, set
     assert not re.search(r"Seq Scan on (annotations|image_labels)\b", text), text
 
 
+def test_the_context_looks_up_names_probes_and_the_stored_vector_through_their_indexes(vectors_db, settings):
+    """Every search runs search_context(): its lookups of the model by name, of the concepts by
+    tag, its coverage probes of the queue and its probe of the query item's stored vector must
+    each search an index (an Index Cond), never read the table (concepts, queue and vectors grow
+    with the data). auto_explain shows the function's own statements; sequential scans, hash
+    and merge joins are priced out, so the plans show what the statements' shapes allow."""
+    from visearch.search.service import CONTEXT_CALL, context_params
+
+    shared, ids, _ = vectors_db
+    with shared.connect(autocommit=True) as conn, conn.transaction(force_rollback=True):
+        # a queue as a new model's backfill leaves it: 5,000 items of another model, 50 of this
+        # one (some given up on), statistics up to date. (Over an empty queue, or one model's
+        # alone, the planner may pick any index, the model's or not)
+        conn.execute("INSERT INTO embedding_models (name, dim, embeds_text, is_active) VALUES ('other-64', 64, false, false)")
+        conn.execute("INSERT INTO embedding_queue (model_id, item_kind, item_id, dataset_id, failed)"
+                     " SELECT m.id, 'image', 10000000 * d.id + g, d.id, g % 10 = 0"
+                     " FROM embedding_models m, datasets d, generate_series(1, 2500) g"
+                     " WHERE m.name = 'other-64' OR (m.name = 'synthetic-64' AND g <= 25)")
+        conn.execute("ANALYZE embedding_queue")
+        plans = _nested_plans(conn)
+        conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        params = context_params(
+            model_name="synthetic-64", fallback_model=settings.model, needs_text=False, kind="image",
+            dataset_names=None, concept_terms=["rare"], exclude_terms=["common"],
+            cap=settings.exact_search_max_candidates, rows=10, query_image_ids=[int(ids[0])])
+        row = conn.execute(CONTEXT_CALL, params).fetchone()
+    assert row[1] == "synthetic-64" and len(row[9]) == 1 and len(row[11]) == 1 and row[20] == 1, row
+    assert row[13] and row[14], row  # has_queued, has_failed: the probes found the backfill
+    text = "\n".join(plans)
+    assert not re.search(r"Seq Scan on (concepts|embedding_models|embedding_queue|image_embeddings)\b", text), text
+    for table, cond in (("embedding_models", r"\(name = "), ("concepts", r"\(tag = "),
+                        ("image_embeddings", r"\(.*image_id = ANY")):  # by the item (and the model)
+        assert re.search(rf"Scan using \w+ on {table}\b.*\n\s+Index Cond: {cond}", text), (table, text)
+    # the two coverage probes, each an index probe of the queue keyed by the model
+    probes = [p for p in plans if "FROM embedding_queue q" in p and "EXISTS" in p]
+    assert len(probes) == 2, probes
+    for probe in probes:
+        assert re.search(r"Scan using \w+ on embedding_queue q.*\n\s+Index Cond: .*model_id = ", probe), probe
+
+
 def test_the_cached_ranking_text_is_each_kind_of_search_s_own():
     """statements.prepared_rank caches the ranking statement's text per kind of search: every
     field its text depends on must tell two kinds apart, or one search would run another's
