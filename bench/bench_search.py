@@ -301,9 +301,9 @@ def main() -> None:
             for run in runners[:2] + runners[5:]:  # (the exact forms read every candidate each time anyway)
                 run(q)
         plans.clear()
-        order = np.random.default_rng(2)
+        turns = np.random.default_rng(2)
         for q in queries:
-            for j in order.permutation(len(runners)):
+            for j in turns.permutation(len(runners)):
                 t0 = time.perf_counter()
                 found = runners[j](q)
                 lat[j].append((time.perf_counter() - t0) * 1000)

@@ -92,8 +92,7 @@ def test_search_s_prepared_ranking_is_planned_per_call_on_every_shard_s_hnsw_ind
     from psycopg import sql
 
     from visearch.db.prepared import run
-    from visearch.search.service import plan_search, ranking_settings, resolve_context
-    from visearch.search.statements import prepared_rank
+    from visearch.search.service import plan_search, ranking, resolve_context
 
     settings = Settings()
     req = SearchRequest(model=MODEL, image_ids=[7], limit=10, exact=False)
@@ -101,8 +100,8 @@ def test_search_s_prepared_ranking_is_planned_per_call_on_every_shard_s_hnsw_ind
         ctx = resolve_context(conn, req, settings, kind="image", needs_text=False)
         shape = plan_search(ctx, req, "image", settings)
         shape.params["query"] = ctx.stored_vectors[0].to_numpy()
-        statement = prepared_rank(shape, exact=False, limit=10)
-        rows, = run(conn, [(statement, shape.params)], settings=ranking_settings(shape, settings, exact=False))
+        statement, config = ranking(shape, 10, settings, exact=False)
+        rows, = run(conn, [(statement, shape.params)], settings=config)
         assert shape.query_from == "param" and rows[0][0] == 7  # the item itself, first
         conn.execute("SET citus.explain_all_tasks = on")
         conn.execute("SET citus.propagate_set_commands = 'local'")

@@ -156,7 +156,9 @@ BEGIN
     END IF;
     exact_cap := least(cap, coalesce(ceil(4 * sqrt(greatest(wanted_rows, 1)::float8 * hnsw_index_size))::integer,
                                      cap));
-    concept_size := concept_driver_size(kind, concept_ids, exact_cap);
+    IF concept_ids IS NOT NULL THEN  -- (NULL without a required concept)
+        concept_size := concept_driver_size(kind, concept_ids, exact_cap);
+    END IF;
     IF dataset_names IS NOT NULL THEN  -- from images_dataset_external_id; boxes through their images
         IF kind = 'image' THEN
             SELECT count(*) INTO dataset_size

@@ -225,7 +225,7 @@ def resolve_context(conn: psycopg.Connection, req: SearchRequest, settings: Sett
         InvalidRequestError: a named dataset has AI search disabled.
     """
     params = _context_params(req, settings, kind=kind, needs_text=needs_text)
-    (row,), = run(conn, [(_context_statement(), params)])
+    (row,), = run(conn, [(_CONTEXT, params)])
     return _context(conn, req, settings, params, row)
 
 
@@ -238,11 +238,9 @@ CONTEXT_CALL = (
 )
 
 
-def _context_statement() -> Prepared:
-    """:data:`CONTEXT_CALL` as run prepared (:func:`visearch.db.prepared.run`): planned once per
-    connection, as are the function's own statements (PL/pgSQL keeps their plans for the
-    session)."""
-    return prepared(CONTEXT_CALL)
+#: :data:`CONTEXT_CALL` as run prepared (:func:`visearch.db.prepared.run`): planned once per
+#: connection, as are the function's own statements (PL/pgSQL keeps their plans for the session).
+_CONTEXT = prepared(CONTEXT_CALL)
 
 
 def _context_params(req: SearchRequest, settings: Settings, *, kind: str, needs_text: bool,
@@ -403,15 +401,14 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
         guess = _guess(_RECENT.get(key), req, text, kind, settings)
         guessed = None
         if guess is None:
-            (row,), = run(conn, [(_context_statement(), params)])
+            (row,), = run(conn, [(_CONTEXT, params)])
         else:
             try:  # (never on Citus: no query_from there, no guess)
-                (row,), guessed = run(conn, [(_context_statement(), params),
-                                            (prepared_rank(guess, exact=guess.exact, limit=wanted), guess.params)],
-                                      settings=ranking_settings(guess, settings, exact=guess.exact))
+                sent, config = ranking(guess, wanted, settings, exact=guess.exact)
+                (row,), guessed = run(conn, [(_CONTEXT, params), (sent, guess.params)], settings=config)
             except psycopg.Error:  # the guess failed (a model dropped since?): without it
                 guess = None
-                (row,), = run(conn, [(_context_statement(), params)])
+                (row,), = run(conn, [(_CONTEXT, params)])
         ctx = _context(conn, req, settings, params, row)
         _RECENT.put(key, ctx)
         shape = plan_search(ctx, req, kind, settings)
@@ -420,7 +417,7 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
         if qv.vector is not None:
             shape.params["query"] = qv.vector
         exact = shape.exact
-        if guessed is not None and _same_statement(guess, shape, wanted, settings):
+        if guessed is not None and _same_statement(guess, (sent, config), shape, wanted, settings):
             rows = guessed
         else:
             rows = _rank(conn, shape, wanted, settings, exact=exact)
@@ -434,10 +431,9 @@ def search(db: Database, req: SearchRequest, settings: Settings | None = None, *
             has_failed=ctx.has_failed, page_full=len(rows) >= wanted,
         )
         sql_text = None
-        if show_sql:
-            ef = None if exact else shape.ef_search
+        if show_sql:  # (with the settings it ran with)
             sql_text = render(conn, shape.rank(exact=exact), {**shape.params, "limit": wanted},
-                              None if exact else hnsw_settings(ef, settings.hnsw_max_scan_tuples))
+                              ranking(shape, wanted, settings, exact=exact)[1])
     ranked = len(rows)
     short = ranked < wanted
     if req.min_score is not None:
@@ -496,13 +492,13 @@ def _guess(ctx: Context | None, req: SearchRequest, text: str | None, kind: str,
     return plan_search(ctx, req, kind, settings)
 
 
-def _same_statement(a: Shape, b: Shape, limit: int, settings: Settings) -> bool:
-    """Whether two shapes run the same ranking: the same prepared text
-    (:func:`~visearch.search.statements.prepared_rank`, which knows what the text depends on),
-    the same pgvector settings and the same bound query (the item, never a client-side vector)."""
-    return ("query" not in b.params
-            and prepared_rank(a, exact=a.exact, limit=limit) == prepared_rank(b, exact=b.exact, limit=limit)
-            and ranking_settings(a, settings, exact=a.exact) == ranking_settings(b, settings, exact=b.exact)
+def _same_statement(a: Shape, sent: tuple[Prepared, list[tuple[str, str]]], b: Shape, limit: int,
+                    settings: Settings) -> bool:
+    """Whether shape ``b`` runs the ranking that ran for ``a`` (``sent``: :func:`ranking` of
+    ``a``, as run): the same prepared text (:func:`~visearch.search.statements.prepared_rank`,
+    which knows what the text depends on), the same pgvector settings and the same bound query
+    (the item, never a client-side vector)."""
+    return ("query" not in b.params and sent == ranking(b, limit, settings, exact=b.exact)
             and all(a.params.get(k) == b.params.get(k) for k in QUERY_PARAMS))
 
 
@@ -552,9 +548,13 @@ def hnsw_ef_search(settings: Settings, limit: int, index_size: float | None = No
     return min(1000, max(ef, limit))
 
 
-def ranking_settings(shape: Shape, settings: Settings, *, exact: bool) -> list[tuple[str, str]]:
-    """pgvector's settings for ``shape``'s ranking (transaction-local): none for an exact one."""
-    return [] if exact else hnsw_settings(shape.ef_search, settings.hnsw_max_scan_tuples)
+def ranking(shape: Shape, limit: int, settings: Settings, *,
+            exact: bool) -> tuple[Prepared, list[tuple[str, str]]]:
+    """What runs for ``shape``'s ranking of ``limit`` rows (:func:`visearch.db.prepared.run`):
+    the prepared statement (:func:`~visearch.search.statements.prepared_rank`) and pgvector's
+    transaction-local settings (none for an exact ranking)."""
+    config = [] if exact else hnsw_settings(shape.ef_search, settings.hnsw_max_scan_tuples)
+    return prepared_rank(shape, exact=exact, limit=limit), config
 
 
 def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings, *, exact: bool) -> list:
@@ -566,8 +566,8 @@ def _rank(conn: psycopg.Connection, shape: Shape, limit: int, settings: Settings
     filter, 100k x 1280-d: 0.94 ms instead of 1.40 a ranking, measured); planned per call on
     Citus, which cannot distribute a generic plan.
     """
-    rows, = run(conn, [(prepared_rank(shape, exact=exact, limit=limit), shape.params)],
-                settings=ranking_settings(shape, settings, exact=exact))
+    statement, config = ranking(shape, limit, settings, exact=exact)
+    rows, = run(conn, [(statement, shape.params)], settings=config)
     return rows
 
 
